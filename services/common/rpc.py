@@ -1,0 +1,174 @@
+"""Turns plain service classes into grpclib handlers.
+
+A service implementation is an ordinary class whose RPCs look like
+`async def CreateVolume(self, request, ctx) -> response`. `servable()` wraps each one so
+that every call gets a request id, one log line (method, duration, code, volume id), metrics,
+secret-safe error reporting through `services.common.errors.status_for`, and UNIMPLEMENTED for
+methods the class does not define.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from google.protobuf.message import Message
+from grpclib.const import Handler, Status
+from grpclib.exceptions import GRPCError
+from grpclib.server import Stream
+
+from services.common.errors import DriverError, Unavailable, Unimplemented, status_for
+from services.common.logging import get_logger
+from services.common.metrics import RPC_SECONDS, RPC_TOTAL
+from services.common.redact import redacted_dict
+
+_log = get_logger("rpc")
+
+# Fields, in order of preference, that name the object an RPC is about.
+_ID_FIELDS = ("volume_id", "snapshot_id", "source_volume_id", "name")
+
+
+class _Base(Protocol):
+    def __mapping__(self) -> dict[str, Handler]: ...
+
+
+@dataclass
+class InFlight:
+    """Counts calls being served, so that shutdown can wait for them (and refuse new ones)."""
+
+    draining: bool = False
+    count: int = 0
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+
+@dataclass
+class RpcContext:
+    """What a service method gets besides its request."""
+
+    method: str
+    request_id: str
+    log: Any
+    deadline_at: float | None = None  # time.monotonic() value, None when the caller set none
+
+    def time_remaining(self) -> float | None:
+        if self.deadline_at is None:
+            return None
+        return max(0.0, self.deadline_at - time.monotonic())
+
+
+def object_id(request: Message) -> str | None:
+    """The volume/snapshot id (or name) a request is about, for logs."""
+    for name in _ID_FIELDS:
+        if name in request.DESCRIPTOR.fields_by_name:
+            value = getattr(request, name)
+            if value:
+                return str(value)
+    return None
+
+
+class Servable:
+    """A grpclib-servable wrapper of one service implementation."""
+
+    def __init__(self, impl: object, base: type[Any], tracker: InFlight | None = None) -> None:
+        self.impl = impl
+        self.service = base.__name__.removesuffix("Base")
+        self.tracker = tracker or InFlight()
+        # The generated base's __mapping__ only reads `self.<Method>`; hand it our wrappers.
+        wrapper = self
+
+        class _Collector:
+            def __getattr__(self, method: str) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
+                return wrapper._handler(method)
+
+        self._mapping: dict[str, Handler] = base.__mapping__(_Collector())
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return self._mapping
+
+    def _handler(self, method: str) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
+        func = getattr(self.impl, method, None)
+
+        async def handle(stream: Stream[Any, Any]) -> None:
+            await self._serve(stream, method, func)
+
+        return handle
+
+    async def _serve(self, stream: Stream[Any, Any], method: str, func: Any) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        request_id = uuid.uuid4().hex[:12]
+        oid = object_id(request)
+        log = _log.bind(method=method, request_id=request_id)
+        if oid:
+            log = log.bind(volume_id=oid)
+        deadline_at = None
+        if stream.deadline is not None:
+            deadline_at = time.monotonic() + stream.deadline.time_remaining()
+        ctx = RpcContext(method=method, request_id=request_id, log=log, deadline_at=deadline_at)
+        started = time.monotonic()
+        code = Status.OK
+        message = ""
+        self.tracker.enter()
+        try:
+            if log_debug_enabled(log):
+                log.debug("rpc request", request=redacted_dict(request))
+            if self.tracker.draining:
+                raise Unavailable("the driver is shutting down; retry")
+            if func is None:
+                raise Unimplemented(f"{self.service}.{method} is not implemented by this driver")
+            response = await func(request, ctx)
+            await stream.send_message(response)
+        except asyncio.CancelledError:
+            code, message = Status.CANCELLED, "cancelled by the caller or shutdown"
+            raise
+        except GRPCError as exc:
+            code, message = exc.status, exc.message or ""
+            raise
+        except Exception as exc:
+            code, message = status_for(exc, request_id)
+            if code is Status.INTERNAL and not isinstance(exc, DriverError):
+                log.exception("unexpected error")
+            raise GRPCError(code, message) from None
+        finally:
+            self.tracker.leave()
+            duration = time.monotonic() - started
+            RPC_TOTAL.labels(method, code.name).inc()
+            RPC_SECONDS.labels(method).observe(duration)
+            fields: dict[str, Any] = {"code": code.name, "duration_ms": round(duration * 1000, 1)}
+            if message:
+                fields["error"] = message
+            if code in (Status.OK, Status.CANCELLED):
+                log.info("rpc", **fields)
+            else:
+                log.warning("rpc", **fields)
+
+
+def log_debug_enabled(log: Any) -> bool:
+    is_enabled = getattr(log, "is_enabled_for", None)
+    if is_enabled is None:
+        return False
+    return bool(is_enabled(10))
+
+
+def servable(impl: object, base: type[Any]) -> Servable:
+    """Wrap a service implementation for `grpclib.server.Server`."""
+    return Servable(impl, base)
