@@ -41,5 +41,9 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
 
 
 def get_logger(name: str, **bound: Any) -> Any:
-    """A structlog logger carrying `logger=name` and any other bound values."""
-    return structlog.get_logger(name).bind(logger=name, **bound)
+    """A structlog logger carrying `component=name` and any other bound values.
+
+    The logger is a lazy proxy: module-level loggers made at import time pick up the
+    configuration that `configure_logging` sets later.
+    """
+    return structlog.get_logger(component=name, **bound)

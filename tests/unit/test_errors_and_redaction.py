@@ -1,0 +1,71 @@
+"""The exception->status table, and redaction driven by the csi_secret option."""
+
+from __future__ import annotations
+
+import pytest
+from grpclib.const import Status
+
+from services.common import errors
+from services.common.proto import csi_pb2
+from services.common.redact import REDACTED, redacted, redacted_dict
+from services.controller.heketi import HeketiNameInUse, HeketiNoSpace, HeketiResultLost
+
+TABLE = [
+    (errors.InvalidArgument, Status.INVALID_ARGUMENT),
+    (errors.NotFound, Status.NOT_FOUND),
+    (errors.AlreadyExists, Status.ALREADY_EXISTS),
+    (errors.ResourceExhausted, Status.RESOURCE_EXHAUSTED),
+    (errors.Aborted, Status.ABORTED),
+    (errors.Unavailable, Status.UNAVAILABLE),
+    (errors.DeadlineExceeded, Status.DEADLINE_EXCEEDED),
+    (errors.FailedPrecondition, Status.FAILED_PRECONDITION),
+    (errors.OutOfRange, Status.OUT_OF_RANGE),
+    (errors.Unauthenticated, Status.UNAUTHENTICATED),
+    (errors.PermissionDenied, Status.PERMISSION_DENIED),
+    (errors.Unimplemented, Status.UNIMPLEMENTED),
+    (errors.Internal, Status.INTERNAL),
+]
+
+
+@pytest.mark.parametrize(("cls", "status"), TABLE)
+def test_each_driver_error_maps_to_its_status_and_keeps_its_message(cls, status):
+    assert errors.status_for(cls("the reason"), "rid") == (status, "the reason")
+
+
+def test_backend_errors_map_through_their_base_class():
+    assert errors.status_for(HeketiNameInUse("x"), "r")[0] is Status.ALREADY_EXISTS
+    assert errors.status_for(HeketiNoSpace("x"), "r")[0] is Status.RESOURCE_EXHAUSTED
+    assert errors.status_for(HeketiResultLost("x", op_id="1"), "r")[0] is Status.UNAVAILABLE
+
+
+def test_unexpected_exception_is_internal_with_request_id_and_no_detail():
+    status, message = errors.status_for(KeyError("key=hunter2"), "abc123")
+    assert status is Status.INTERNAL
+    assert "abc123" in message
+    assert "hunter2" not in message
+
+
+def test_timeout_is_deadline_exceeded():
+    assert errors.status_for(TimeoutError(), "r")[0] is Status.DEADLINE_EXCEEDED
+
+
+def test_secret_maps_are_redacted_and_other_fields_kept():
+    req = csi_pb2.CreateVolumeRequest(
+        name="pvc-1", secrets={"key": "s3cret", "user": "admin"},
+        parameters={"resturl": "http://heketi:8080"},
+    )
+    clean = redacted(req)
+    assert dict(clean.secrets) == {"key": REDACTED, "user": REDACTED}
+    assert dict(clean.parameters) == {"resturl": "http://heketi:8080"}
+    assert req.secrets["key"] == "s3cret", "the original must not change"
+
+
+def test_secrets_in_every_request_type_are_found_from_the_descriptor():
+    samples = [
+        csi_pb2.NodeStageVolumeRequest(volume_id="v", secrets={"key": "s3cret"}),
+        csi_pb2.CreateSnapshotRequest(name="s", secrets={"key": "s3cret"}),
+        csi_pb2.ControllerExpandVolumeRequest(volume_id="v", secrets={"key": "s3cret"}),
+        csi_pb2.ListSnapshotsRequest(secrets={"key": "s3cret"}),
+    ]
+    for msg in samples:
+        assert "s3cret" not in str(redacted_dict(msg)), type(msg).__name__
