@@ -1,0 +1,211 @@
+"""The Heketi backends the controller talks to, their clients, credentials and indexes.
+
+A backend is either configured (flags or --backends-file, referenced by name) or ad hoc: a
+`resturl` StorageClass parameter naming a Heketi the controller was not configured with, whose
+credentials then come from the request's secrets. Volume ids name the backend, so later calls
+(delete, expand, snapshot) reach the same Heketi.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from services.common.config import read_secret_file
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.common.logging import get_logger
+from services.controller.heketi import HeketiClient
+from services.controller.ids import (
+    backend_token_for_url,
+    url_from_backend_token,
+    validate_backend_name,
+)
+from services.controller.index import VolumeIndex
+from services.controller.params import VolumeParams
+
+_log = get_logger("backends")
+
+SECRET_KEY = "key"  # data key of the Heketi key in the Secret (as the in-tree plugin used)
+SECRET_USER = "user"
+DEFAULT_USER = "admin"
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    name: str
+    url: str
+    user: str = DEFAULT_USER
+    key: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+
+
+@dataclass
+class ClientSettings:
+    max_inflight: int = 8
+    request_timeout: float = 30.0
+    index_concurrency: int = 16
+
+
+def load_backends_file(path: str) -> list[BackendConfig]:
+    """Backends from a YAML list of {name, url, user, key_file, ca_file}."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidArgument(f"cannot read backends file {path}: {exc}") from None
+    items = data.get("backends") if isinstance(data, dict) else data
+    if not isinstance(items, list) or not items:
+        raise InvalidArgument(f"backends file {path} must hold a non-empty list of backends")
+    result = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or "name" not in item or "url" not in item:
+            raise InvalidArgument(f"backends file {path}: entry {i} needs 'name' and 'url'")
+        unknown = set(item) - {"name", "url", "user", "key_file", "ca_file"}
+        if unknown:
+            raise InvalidArgument(
+                f"backends file {path}: entry {i} has unknown keys {sorted(unknown)}")
+        result.append(BackendConfig(
+            name=validate_backend_name(str(item["name"])), url=str(item["url"]).rstrip("/"),
+            user=str(item.get("user", DEFAULT_USER)),
+            key=read_secret_file(item.get("key_file")), ca_file=item.get("ca_file"),
+        ))
+    names = [b.name for b in result]
+    if len(set(names)) != len(names):
+        raise InvalidArgument(f"backends file {path}: backend names must be unique")
+    return result
+
+
+@dataclass
+class Backend:
+    """One Heketi, reached with one set of credentials."""
+
+    token: str
+    url: str
+    client: HeketiClient
+    index: VolumeIndex
+    gid_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class BackendRegistry:
+    def __init__(self, configured: list[BackendConfig], settings: ClientSettings) -> None:
+        self._configured = {b.name: b for b in configured}
+        self._settings = settings
+        self._clients: dict[tuple[str, str, str], HeketiClient] = {}
+        self._indexes: dict[str, VolumeIndex] = {}
+        self._index_locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def configured(self) -> list[BackendConfig]:
+        return list(self._configured.values())
+
+    # --- choosing a backend -------------------------------------------------------------
+    def token_for_create(self, params: VolumeParams) -> str:
+        if params.resturl:
+            for cfg in self._configured.values():
+                if cfg.url == params.resturl:
+                    return cfg.name
+            return backend_token_for_url(params.resturl)
+        if len(self._configured) == 1:
+            return next(iter(self._configured))
+        if "default" in self._configured:
+            return "default"
+        if not self._configured:
+            raise InvalidArgument(
+                "no Heketi backend: set the resturl StorageClass parameter, or start the "
+                "controller with --heketi-url or --backends-file")
+        raise InvalidArgument(
+            "several Heketi backends are configured; set resturl in the StorageClass to "
+            "choose one of: " + ", ".join(b.url for b in self._configured.values()))
+
+    async def backend(
+        self, token: str, secrets: Mapping[str, str], params: VolumeParams | None = None
+    ) -> Backend:
+        """The backend for a token, with its index built (waits for the first build)."""
+        cfg = self._configured.get(token)
+        url = cfg.url if cfg else url_from_backend_token(token)
+        if url is None:
+            raise NotFound(f"Heketi backend {token!r} is not configured on this controller")
+        user, key = self._credentials(cfg, secrets, params)
+        client = self._client(token, url, user, key, cfg.ca_file if cfg else None)
+        index = await self._index(token, client)
+        return Backend(token=token, url=url, client=client, index=index)
+
+    def _credentials(
+        self, cfg: BackendConfig | None, secrets: Mapping[str, str], params: VolumeParams | None
+    ) -> tuple[str, str | None]:
+        if secrets.get(SECRET_KEY):
+            return secrets.get(SECRET_USER) or (params and params.restuser) or DEFAULT_USER, \
+                secrets[SECRET_KEY]
+        if params is not None and params.restuserkey:
+            return params.restuser or DEFAULT_USER, params.restuserkey
+        if cfg is not None:
+            return cfg.user, cfg.key
+        return (params.restuser if params and params.restuser else DEFAULT_USER), None
+
+    def _client(self, token: str, url: str, user: str, key: str | None,
+                ca_file: str | None) -> HeketiClient:
+        digest = hashlib.sha256((key or "").encode()).hexdigest()
+        cache_key = (token, user, digest)
+        client = self._clients.get(cache_key)
+        if client is None:
+            client = HeketiClient(
+                url, user, key, ca_file=ca_file, max_inflight=self._settings.max_inflight,
+                request_timeout=self._settings.request_timeout, name=token,
+            )
+            self._clients[cache_key] = client
+        return client
+
+    async def _index(self, token: str, client: HeketiClient) -> VolumeIndex:
+        index = self._indexes.get(token)
+        if index is not None and index.ready:
+            return index
+        lock = self._index_locks.setdefault(token, asyncio.Lock())
+        async with lock:
+            index = self._indexes.get(token)
+            if index is None or not index.ready:
+                index = VolumeIndex(token)
+                try:
+                    await index.build(client, self._settings.index_concurrency)
+                except Unavailable:
+                    raise
+                except NotFound as exc:
+                    raise FailedPrecondition(f"cannot read volumes of Heketi {token}: {exc}") \
+                        from None
+                self._indexes[token] = index
+        return index
+
+    # --- start-up and health ---------------------------------------------------------------
+    async def warm_up(self, retry_interval: float = 5.0) -> None:
+        """Build the configured backends' indexes, retrying while Heketi is unreachable."""
+        for cfg in self._configured.values():
+            while True:
+                try:
+                    await self.backend(cfg.name, {})
+                    break
+                except Unavailable as exc:
+                    _log.warning("Heketi not reachable; retrying", backend=cfg.name,
+                                 error=str(exc), retry_in_s=retry_interval)
+                    await asyncio.sleep(retry_interval)
+                except Exception as exc:
+                    _log.error("cannot read Heketi volumes; retrying", backend=cfg.name,
+                               error=str(exc), retry_in_s=retry_interval)
+                    await asyncio.sleep(retry_interval)
+
+    def ready(self) -> bool:
+        return all(
+            (idx := self._indexes.get(name)) is not None and idx.ready
+            for name in self._configured
+        )
+
+    def index_status(self) -> dict[str, Any]:
+        return {name: (idx.progress if idx else None)
+                for name, idx in ((n, self._indexes.get(n)) for n in self._configured)}
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()

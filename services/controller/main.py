@@ -1,0 +1,108 @@
+"""Run the CSI controller: volumes, snapshots and clones through Heketi."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+
+from services.common.config import add_common_flags, add_flag, read_secret_file
+from services.common.identity import IdentityService, expansion_capability, service_capability
+from services.common.metrics import start_metrics_server
+from services.common.proto import csi_grpc, csi_pb2
+from services.common.rpc import servable
+from services.common.server import StartupError, run_grpc_server
+from services.controller.backends import (
+    BackendConfig,
+    BackendRegistry,
+    ClientSettings,
+    load_backends_file,
+)
+from services.controller.nodes import make_node_check
+from services.controller.service import ControllerService
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_flags(parser, default_endpoint="unix:///csi/csi.sock")
+    add_flag(parser, "--heketi-url", env="HEKETI_URL",
+             help="URL of the Heketi server (the backend named 'default')")
+    add_flag(parser, "--heketi-user", env="HEKETI_USER", default="admin",
+             help="Heketi user (JWT issuer); volume management needs admin")
+    add_flag(parser, "--heketi-key-file", env="HEKETI_KEY_FILE",
+             help="file holding the Heketi key, e.g. from a mounted Secret; the env var "
+                  "HEKETI_KEY is read when no file is given")
+    add_flag(parser, "--backends-file", env="HEKETI_BACKENDS_FILE",
+             help="YAML list of Heketi backends (name, url, user, key_file, ca_file), for "
+                  "more than one Heketi")
+    add_flag(parser, "--heketi-ca-file", env="HEKETI_CA_FILE",
+             help="CA bundle to verify Heketi's TLS certificate")
+    add_flag(parser, "--heketi-max-inflight", env="HEKETI_MAX_INFLIGHT", default="8", type=int,
+             help="mutating Heketi operations run at once per backend; more wait in the driver")
+    add_flag(parser, "--heketi-timeout", env="HEKETI_TIMEOUT", default="30", type=float,
+             help="deadline in seconds of one HTTP request to Heketi")
+    add_flag(parser, "--node-check", env="NODE_CHECK", default="kubernetes",
+             help="how ControllerPublishVolume checks node ids: kubernetes (CSINode objects), "
+                  "static (--static-node-ids) or none")
+    add_flag(parser, "--static-node-ids", env="STATIC_NODE_IDS",
+             help="comma-separated node ids accepted with --node-check static")
+
+
+def backends_from_args(args: argparse.Namespace) -> list[BackendConfig]:
+    configured: list[BackendConfig] = []
+    if args.backends_file:
+        configured.extend(load_backends_file(args.backends_file))
+    if args.heketi_url:
+        if any(b.name == "default" for b in configured):
+            raise StartupError("--heketi-url and a backend named 'default' in --backends-file "
+                               "cannot both be given")
+        key = read_secret_file(args.heketi_key_file) or os.environ.get("HEKETI_KEY") or None
+        configured.append(BackendConfig("default", args.heketi_url.rstrip("/"),
+                                        args.heketi_user, key, args.heketi_ca_file))
+    return configured
+
+
+async def run(args: argparse.Namespace) -> int:
+    try:
+        nodes = make_node_check(args.node_check, args.static_node_ids, args.driver_name)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    if args.heketi_max_inflight < 1:
+        raise StartupError("--heketi-max-inflight must be at least 1")
+    registry = BackendRegistry(
+        backends_from_args(args),
+        ClientSettings(max_inflight=args.heketi_max_inflight,
+                       request_timeout=args.heketi_timeout),
+    )
+    service = ControllerService(registry, nodes)
+
+    async def ready() -> bool:
+        return registry.ready()
+
+    identity = IdentityService(
+        args.driver_name,
+        [service_capability(csi_pb2.PluginCapability.Service.CONTROLLER_SERVICE),
+         expansion_capability(csi_pb2.PluginCapability.VolumeExpansion.ONLINE)],
+        ready,
+    )
+    tasks: list[asyncio.Task[None]] = []
+    metrics = None
+
+    async def on_start() -> None:
+        nonlocal metrics
+        metrics = await start_metrics_server(args.metrics_port)
+        tasks.append(asyncio.create_task(registry.warm_up()))
+
+    async def on_stop() -> None:
+        for task in tasks:
+            task.cancel()
+        await service.ops.drain(args.grace_period)
+        await registry.close()
+        await nodes.close()
+        if metrics is not None:
+            await metrics.cleanup()
+
+    return await run_grpc_server(
+        args.endpoint,
+        [servable(identity, csi_grpc.IdentityBase), servable(service, csi_grpc.ControllerBase)],
+        on_start=on_start, on_stop=on_stop, grace=args.grace_period,
+    )

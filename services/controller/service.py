@@ -1,0 +1,447 @@
+"""The CSI Controller service: volumes through Heketi.
+
+Each RPC validates its request first, then acts. Mutating work runs through the operation
+tracker (one task per object, outliving the RPC), and every outcome is recorded in the
+backend's name index so that a retry finds what an earlier call created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+from google.protobuf.wrappers_pb2 import Int64Value
+
+from services.common import context_keys as ck
+from services.common.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    Unavailable,
+)
+from services.common.logging import get_logger
+from services.common.proto import csi_pb2
+from services.common.rpc import RpcContext
+from services.controller.backends import Backend, BackendRegistry
+from services.controller.capabilities import (
+    GIB,
+    capability_problem,
+    fits,
+    require_capabilities,
+    require_capability,
+    size_gib,
+)
+from services.controller.heketi import (
+    HeketiNameInUse,
+    HeketiNotFound,
+    HeketiResultLost,
+    OnProgress,
+    Snapshot,
+    VolumeCreateRequest,
+    VolumeInfo,
+)
+from services.controller.ids import Kind, ObjectRef, make_ref, name_hash, parse_ref, volume_name
+from services.controller.index import Entry
+from services.controller.nodes import NodeCheck
+from services.controller.operations import OperationTracker
+from services.controller.pagination import paginate
+from services.controller.params import VolumeParams, describe, parse_params
+from services.controller.snapshots import SnapshotRpcs
+
+_log = get_logger("controller")
+_Cap = csi_pb2.ControllerServiceCapability.RPC.Type
+
+CAPABILITIES = (
+    _Cap.CREATE_DELETE_VOLUME, _Cap.PUBLISH_UNPUBLISH_VOLUME, _Cap.LIST_VOLUMES,
+    _Cap.GET_CAPACITY, _Cap.EXPAND_VOLUME, _Cap.GET_VOLUME, _Cap.VOLUME_CONDITION,
+    _Cap.PUBLISH_READONLY, _Cap.SINGLE_NODE_MULTI_WRITER,
+    _Cap.CREATE_DELETE_SNAPSHOT, _Cap.LIST_SNAPSHOTS, _Cap.CLONE_VOLUME,
+)
+
+
+def volume_context(info: VolumeInfo) -> dict[str, str]:
+    """What the node needs to mount the volume, as Heketi describes it now."""
+    context = {ck.VOLUME: info.name, ck.HOSTS: ",".join(info.mount.hosts)}
+    backups = info.mount.backup_volfile_servers
+    if backups:
+        context[ck.BACKUP_VOLFILE_SERVERS] = ",".join(backups)
+    if info.gid:
+        context[ck.GID] = str(info.gid)
+    return context
+
+
+def require(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument(f"{field} is required")
+    return value
+
+
+class ControllerService(SnapshotRpcs):
+    def __init__(self, backends: BackendRegistry, nodes: NodeCheck) -> None:
+        self.backends = backends
+        self.nodes = nodes
+        self.ops = OperationTracker()
+        self._reserved_gids: dict[str, set[int]] = {}
+
+    # --- helpers shared with SnapshotRpcs -------------------------------------------------
+    async def _backend_for(self, ref: ObjectRef, secrets: Mapping[str, str]) -> Backend:
+        return await self.backends.backend(ref.backend, secrets)
+
+    async def _live_entry(self, backend: Backend, ref: ObjectRef) -> Entry:
+        """Our volume or snapshot `ref` as Heketi describes it now; NOT_FOUND otherwise."""
+        what = "volume" if ref.kind is Kind.VOLUME else "snapshot"
+        try:
+            info = await backend.client.volume_info(ref.heketi_id)
+        except HeketiNotFound:
+            backend.index.remove(ref.heketi_id)
+            raise NotFound(f"{what} {ref.encode()} does not exist") from None
+        entry = backend.index.add(info)
+        if entry is None or entry.kind is not ref.kind:
+            raise NotFound(f"{what} {ref.encode()} does not exist")
+        return entry
+
+    async def _recover_by_hash(self, backend: Backend, kind: Kind, hashed: str) -> Entry | None:
+        """After a lost result or a name clash: read the volumes the index has not seen."""
+        found = await backend.index.scan_new(backend.client)
+        _log.info("recovery scan", backend=backend.token, new_volumes=found)
+        return backend.index.by_hash(kind, hashed)
+
+    # --- CreateVolume -----------------------------------------------------------------------
+    async def CreateVolume(
+        self, request: csi_pb2.CreateVolumeRequest, ctx: RpcContext
+    ) -> csi_pb2.CreateVolumeResponse:
+        name = require(request.name, "name")
+        require_capabilities(request.volume_capabilities)
+        has_range = request.HasField("capacity_range")
+        gib = size_gib(request.capacity_range, has_range)
+        params = parse_params(request.parameters)
+        source = request.volume_content_source if request.HasField("volume_content_source") \
+            else None
+        token = self.backends.token_for_create(params)
+        backend = await self.backends.backend(token, request.secrets, params)
+        hashed = name_hash(name, Kind.VOLUME)
+        key = (token, "volume-name", hashed)
+        existing = backend.index.by_hash(Kind.VOLUME, hashed)
+        if existing is not None and not self.ops.running(key):
+            entry = existing
+            if source is not None and entry.info.size_gib < gib:
+                entry = await self.ops.run(key, f"finishing clone {name!r}",
+                                           lambda: self._grow(backend, entry, gib))
+            return self._create_response(backend, entry, request, params, source)
+
+        async def create() -> Entry:
+            return await self._create(backend, name, hashed, gib, params, source, ctx)
+
+        entry = await self.ops.run(key, f"creating volume {name!r}", create)
+        return self._create_response(backend, entry, request, params, source)
+
+    def _create_response(
+        self, backend: Backend, entry: Entry, request: csi_pb2.CreateVolumeRequest,
+        params: VolumeParams, source: csi_pb2.VolumeContentSource | None,
+    ) -> csi_pb2.CreateVolumeResponse:
+        info = entry.info
+        has_range = request.HasField("capacity_range")
+        if not fits(info.size_gib, request.capacity_range, has_range):
+            raise AlreadyExists(
+                f"volume {request.name!r} exists with {info.size_gib} GiB, which does not satisfy "
+                "the requested capacity range")
+        mismatch = self._param_mismatch(info, params)
+        if mismatch:
+            raise AlreadyExists(f"volume {request.name!r} exists with other parameters: {mismatch}")
+        volume = csi_pb2.Volume(
+            capacity_bytes=info.size_gib * GIB,
+            volume_id=make_ref(Kind.VOLUME, backend.token, info.id).encode(),
+            volume_context=volume_context(info),
+        )
+        if source is not None:
+            volume.content_source.CopyFrom(source)
+        return csi_pb2.CreateVolumeResponse(volume=volume)
+
+    @staticmethod
+    def _param_mismatch(info: VolumeInfo, params: VolumeParams) -> str | None:
+        have, asked = describe(info.durability), describe(params.durability)
+        if have != asked:
+            return f"volumetype {have} (asked {asked})"
+        if params.clusters and info.cluster not in params.clusters:
+            return f"cluster {info.cluster} is not in clusterid {','.join(params.clusters)}"
+        if params.gid_range is not None:
+            low, high = params.gid_range
+            if not info.gid or not low <= info.gid <= high:
+                return f"gid {info.gid} is outside gidMin..gidMax {low}..{high}"
+        return None
+
+    async def _create(
+        self, backend: Backend, name: str, hashed: str, gib: int, params: VolumeParams,
+        source: csi_pb2.VolumeContentSource | None, ctx: RpcContext,
+    ) -> Entry:
+        heketi_name = volume_name(name, params.name_prefix, params.pvc_namespace, params.pvc_name)
+        started = time.monotonic()
+
+        def progress(elapsed: float) -> None:
+            ctx.log.info("waiting for Heketi", operation="create volume", name=heketi_name,
+                         elapsed_s=round(elapsed, 1))
+
+        if source is not None:
+            entry = await self._clone_into(backend, source, heketi_name, hashed, gib, progress)
+        else:
+            gid = await self._reserve_gid(backend, params)
+            try:
+                request = VolumeCreateRequest(
+                    size_gib=gib, name=heketi_name, durability=params.durability,
+                    clusters=params.clusters, gid=gid,
+                    gluster_volume_options=params.volume_options,
+                    snapshot=Snapshot(enable=True, factor=params.snap_factor),
+                )
+                entry = await self._heketi_create(
+                    backend, Kind.VOLUME, hashed,
+                    lambda: backend.client.create_volume(request, on_progress=progress))
+            finally:
+                if gid is not None:
+                    self._reserved_gids[backend.token].discard(gid)
+        ctx.log.info("volume created", heketi_id=entry.heketi_id, name=entry.info.name,
+                     size_gib=entry.info.size_gib, seconds=round(time.monotonic() - started, 2))
+        return entry
+
+    async def _heketi_create(
+        self, backend: Backend, kind: Kind, hashed: str,
+        call: Callable[[], Awaitable[VolumeInfo]],
+    ) -> Entry:
+        """Run a Heketi create/clone; on a lost result or name clash, find the volume by name."""
+        try:
+            info = await call()
+        except HeketiResultLost as exc:
+            _log.warning("Heketi result lost; looking the volume up by name",
+                         backend=backend.token, op_id=exc.op_id)
+            entry = await self._recover_by_hash(backend, kind, hashed)
+            if entry is None:
+                raise Unavailable(
+                    "the result of the Heketi operation was lost and the volume was not found "
+                    "by name; retry") from None
+            return entry
+        except HeketiNameInUse:
+            entry = await self._recover_by_hash(backend, kind, hashed)
+            if entry is None:
+                raise Aborted(
+                    "Heketi reports the volume name in use but does not list the volume yet "
+                    "(an earlier create is still running in Heketi); retry later") from None
+            return entry
+        entry = backend.index.add(info)
+        assert entry is not None, "a volume created under our name must parse as ours"
+        return entry
+
+    async def _reserve_gid(self, backend: Backend, params: VolumeParams) -> int | None:
+        if params.gid_range is None:
+            return None
+        low, high = params.gid_range
+        async with backend.gid_lock:
+            reserved = self._reserved_gids.setdefault(backend.token, set())
+            taken = backend.index.gids_in_use() | reserved
+            for gid in range(low, high + 1):
+                if gid not in taken:
+                    reserved.add(gid)
+                    return gid
+        raise OutOfRange(f"no free GID left in gidMin..gidMax {low}..{high}")
+
+    async def _clone_into(
+        self, backend: Backend, source: csi_pb2.VolumeContentSource, heketi_name: str,
+        hashed: str, gib: int, progress: OnProgress,
+    ) -> Entry:
+        kind_name = source.WhichOneof("type")
+        if kind_name == "snapshot":
+            ref = parse_ref(require(source.snapshot.snapshot_id, "snapshot_id"), Kind.SNAPSHOT)
+        elif kind_name == "volume":
+            ref = parse_ref(require(source.volume.volume_id, "source volume_id"), Kind.VOLUME)
+        else:
+            raise InvalidArgument("volume_content_source names neither a snapshot nor a volume")
+        if ref.backend != backend.token:
+            raise InvalidArgument("a volume can only be created from a source on the same "
+                                  "Heketi backend")
+        src = await self._live_entry(backend, ref)
+        if gib < src.info.size_gib:
+            raise OutOfRange(f"requested size {gib} GiB is smaller than the source's "
+                             f"{src.info.size_gib} GiB")
+        self.require_snapshots_enabled(src)
+        entry = await self._heketi_create(
+            backend, Kind.VOLUME, hashed,
+            lambda: backend.client.clone_volume(src.heketi_id, heketi_name,
+                                                on_progress=progress))
+        return await self._grow(backend, entry, gib)
+
+    async def _grow(self, backend: Backend, entry: Entry, gib: int) -> Entry:
+        if entry.info.size_gib >= gib:
+            return entry
+        info = await backend.client.expand_volume(entry.heketi_id, gib - entry.info.size_gib)
+        grown = backend.index.add(info)
+        assert grown is not None
+        return grown
+
+    # --- DeleteVolume -----------------------------------------------------------------------
+    async def DeleteVolume(
+        self, request: csi_pb2.DeleteVolumeRequest, ctx: RpcContext
+    ) -> csi_pb2.DeleteVolumeResponse:
+        volume_id = require(request.volume_id, "volume_id")
+        try:
+            ref = parse_ref(volume_id, Kind.VOLUME)
+        except NotFound:
+            ctx.log.info("not a heketi-csi volume id; nothing to delete")
+            return csi_pb2.DeleteVolumeResponse()
+        backend = await self._backend_for(ref, request.secrets)
+        await self.ops.run((ref.backend, "id", ref.heketi_id), f"deleting volume {volume_id}",
+                           lambda: self._delete(backend, ref, ctx))
+        return csi_pb2.DeleteVolumeResponse()
+
+    async def _delete(self, backend: Backend, ref: ObjectRef, ctx: RpcContext) -> None:
+        try:
+            info = await backend.client.volume_info(ref.heketi_id)
+        except HeketiNotFound:
+            backend.index.remove(ref.heketi_id)
+            ctx.log.info("already gone")
+            return
+        entry = backend.index.add(info)
+        if entry is None or entry.kind is not ref.kind:
+            what = "volume" if ref.kind is Kind.VOLUME else "snapshot"
+            raise FailedPrecondition(
+                f"Heketi volume {info.name} ({info.id}) was not created by heketi-csi as a "
+                f"{what}; refusing to delete it")
+        with contextlib.suppress(HeketiNotFound):
+            await backend.client.delete_volume(ref.heketi_id)
+        backend.index.remove(ref.heketi_id)
+        ctx.log.info("deleted", heketi_id=ref.heketi_id)
+
+    # --- publish ----------------------------------------------------------------------------
+    async def ControllerPublishVolume(
+        self, request: csi_pb2.ControllerPublishVolumeRequest, ctx: RpcContext
+    ) -> csi_pb2.ControllerPublishVolumeResponse:
+        volume_id = require(request.volume_id, "volume_id")
+        node_id = require(request.node_id, "node_id")
+        require_capability(request.volume_capability, request.HasField("volume_capability"))
+        ref = parse_ref(volume_id, Kind.VOLUME)
+        backend = await self._backend_for(ref, request.secrets)
+        entry = await self._live_entry(backend, ref)
+        await self.nodes.require(node_id)
+        context = volume_context(entry.info)
+        context.pop(ck.GID, None)
+        return csi_pb2.ControllerPublishVolumeResponse(publish_context=context)
+
+    async def ControllerUnpublishVolume(
+        self, request: csi_pb2.ControllerUnpublishVolumeRequest, ctx: RpcContext
+    ) -> csi_pb2.ControllerUnpublishVolumeResponse:
+        require(request.volume_id, "volume_id")
+        # Nothing is attached in Heketi; the node's unstage releases the mount.
+        return csi_pb2.ControllerUnpublishVolumeResponse()
+
+    # --- queries ----------------------------------------------------------------------------
+    async def ValidateVolumeCapabilities(
+        self, request: csi_pb2.ValidateVolumeCapabilitiesRequest, ctx: RpcContext
+    ) -> csi_pb2.ValidateVolumeCapabilitiesResponse:
+        volume_id = require(request.volume_id, "volume_id")
+        if not request.volume_capabilities:
+            raise InvalidArgument("volume_capabilities is required")
+        ref = parse_ref(volume_id, Kind.VOLUME)
+        backend = await self._backend_for(ref, request.secrets)
+        await self._live_entry(backend, ref)
+        problems = [p for c in request.volume_capabilities if (p := capability_problem(c))]
+        if problems:
+            return csi_pb2.ValidateVolumeCapabilitiesResponse(message="; ".join(problems))
+        parse_params(request.parameters)
+        confirmed = csi_pb2.ValidateVolumeCapabilitiesResponse.Confirmed(
+            volume_context=request.volume_context,
+            volume_capabilities=request.volume_capabilities,
+            parameters=request.parameters,
+        )
+        return csi_pb2.ValidateVolumeCapabilitiesResponse(confirmed=confirmed)
+
+    async def ListVolumes(
+        self, request: csi_pb2.ListVolumesRequest, ctx: RpcContext
+    ) -> csi_pb2.ListVolumesResponse:
+        refs: list[tuple[str, Entry]] = []
+        for cfg in self.backends.configured:
+            backend = await self.backends.backend(cfg.name, {})
+            refs.extend((make_ref(Kind.VOLUME, cfg.name, e.heketi_id).encode(), e)
+                        for e in backend.index.entries(Kind.VOLUME))
+        page, next_token = paginate(refs, request.max_entries, request.starting_token)
+        entries = [
+            csi_pb2.ListVolumesResponse.Entry(volume=csi_pb2.Volume(
+                volume_id=vid, capacity_bytes=e.info.size_gib * GIB,
+                volume_context=volume_context(e.info)))
+            for vid, e in page
+        ]
+        return csi_pb2.ListVolumesResponse(entries=entries, next_token=next_token)
+
+    async def ControllerGetVolume(
+        self, request: csi_pb2.ControllerGetVolumeRequest, ctx: RpcContext
+    ) -> csi_pb2.ControllerGetVolumeResponse:
+        ref = parse_ref(require(request.volume_id, "volume_id"), Kind.VOLUME)
+        backend = await self._backend_for(ref, {})
+        entry = await self._live_entry(backend, ref)
+        info = entry.info
+        abnormal = not info.mount.hosts or not info.bricks
+        message = (f"Heketi reports {len(info.bricks)} bricks on "
+                   f"{len(info.mount.hosts)} hosts") if not abnormal else \
+            "Heketi reports the volume without bricks or mount hosts"
+        return csi_pb2.ControllerGetVolumeResponse(
+            volume=csi_pb2.Volume(volume_id=request.volume_id, capacity_bytes=info.size_gib * GIB,
+                                  volume_context=volume_context(info)),
+            status=csi_pb2.ControllerGetVolumeResponse.VolumeStatus(
+                volume_condition=csi_pb2.VolumeCondition(abnormal=abnormal, message=message)),
+        )
+
+    async def GetCapacity(
+        self, request: csi_pb2.GetCapacityRequest, ctx: RpcContext
+    ) -> csi_pb2.GetCapacityResponse:
+        for cap in request.volume_capabilities:
+            if capability_problem(cap):
+                return csi_pb2.GetCapacityResponse(available_capacity=0)
+        params = parse_params(request.parameters)
+        token = self.backends.token_for_create(params)
+        backend = await self.backends.backend(token, {}, params)
+        clusters = list(params.clusters) or await backend.client.list_cluster_ids()
+        free_kib = 0
+        for cluster_id in clusters:
+            cluster = await backend.client.cluster_info(cluster_id)
+            for node_id in cluster.nodes:
+                node = await backend.client.node_info(node_id)
+                for device in node.devices:
+                    free_kib += device.storage.free_kib
+        overhead = params.durability.raw_factor * params.snap_factor
+        available = int(free_kib * 1024 / overhead) // GIB * GIB
+        return csi_pb2.GetCapacityResponse(
+            available_capacity=available, minimum_volume_size=Int64Value(value=GIB))
+
+    # --- expansion --------------------------------------------------------------------------
+    async def ControllerExpandVolume(
+        self, request: csi_pb2.ControllerExpandVolumeRequest, ctx: RpcContext
+    ) -> csi_pb2.ControllerExpandVolumeResponse:
+        volume_id = require(request.volume_id, "volume_id")
+        if not request.HasField("capacity_range"):
+            raise InvalidArgument("capacity_range is required")
+        if request.HasField("volume_capability"):
+            require_capability(request.volume_capability, True)
+        gib = size_gib(request.capacity_range, True)
+        ref = parse_ref(volume_id, Kind.VOLUME)
+        backend = await self._backend_for(ref, request.secrets)
+
+        async def expand() -> Entry:
+            entry = await self._live_entry(backend, ref)
+            if entry.info.size_gib >= gib:
+                return entry
+            ctx.log.info("expanding", from_gib=entry.info.size_gib, to_gib=gib)
+            return await self._grow(backend, entry, gib)
+
+        entry = await self.ops.run((ref.backend, "id", ref.heketi_id),
+                                   f"expanding volume {volume_id}", expand)
+        return csi_pb2.ControllerExpandVolumeResponse(
+            capacity_bytes=entry.info.size_gib * GIB, node_expansion_required=False)
+
+    async def ControllerGetCapabilities(
+        self, request: csi_pb2.ControllerGetCapabilitiesRequest, ctx: RpcContext
+    ) -> csi_pb2.ControllerGetCapabilitiesResponse:
+        return csi_pb2.ControllerGetCapabilitiesResponse(capabilities=[
+            csi_pb2.ControllerServiceCapability(
+                rpc=csi_pb2.ControllerServiceCapability.RPC(type=c))
+            for c in CAPABILITIES
+        ])

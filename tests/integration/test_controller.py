@@ -1,0 +1,327 @@
+"""The controller process over its real socket, against the Heketi simulator over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from services.common.proto import csi_grpc, csi_pb2
+from services.controller.ids import parse_owned_name
+from tests.support.heketi_sim.server import HeketiSimulator
+from tests.support.processes import HEKETI_CSI, ManagedProcess, probe, wait_ready
+
+GIB = 1 << 30
+KEY = "controller-test-admin-key"
+NODE = "node-a"
+MODE = csi_pb2.VolumeCapability.AccessMode
+
+
+def cap(mode: int = MODE.MULTI_NODE_MULTI_WRITER) -> csi_pb2.VolumeCapability:
+    return csi_pb2.VolumeCapability(mount=csi_pb2.VolumeCapability.MountVolume(),
+                                    access_mode=csi_pb2.VolumeCapability.AccessMode(mode=mode))
+
+
+def create_request(name: str, gib: int = 1, **params: str) -> csi_pb2.CreateVolumeRequest:
+    return csi_pb2.CreateVolumeRequest(
+        name=name, capacity_range=csi_pb2.CapacityRange(required_bytes=gib * GIB),
+        volume_capabilities=[cap()], parameters=params)
+
+
+@dataclass
+class Controller:
+    proc: ManagedProcess
+    socket: Path
+    channel: Channel
+    stub: csi_grpc.ControllerStub
+
+
+def our_volumes(sim: HeketiSimulator) -> Counter[str]:
+    """Heketi volume names of ours, counted (a name counted twice is a duplicate)."""
+    return Counter(v.name for v in sim.visible_volumes() if parse_owned_name(v.name))
+
+
+async def start_controller(tmp_path: Path, sim_url: str, name: str = "controller",
+                           *extra: str) -> Controller:
+    key_file = tmp_path / "heketi.key"
+    key_file.write_text(KEY)
+    sock = tmp_path / "ctl" / "csi.sock"
+    proc = ManagedProcess(
+        name,
+        [*HEKETI_CSI, "controller", "--endpoint", f"unix://{sock}", "--heketi-url", sim_url,
+         "--heketi-key-file", str(key_file), "--node-check", "static",
+         "--static-node-ids", NODE, "--log-format", "json", "--log-level", "debug", *extra],
+        tmp_path / f"{name}.log")
+    await proc.start()
+    channel = Channel(path=str(sock))
+    return Controller(proc, sock, channel, csi_grpc.ControllerStub(channel))
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[HeketiSimulator]:
+    async with HeketiSimulator(admin_key=KEY) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def ctl(tmp_path: Path, sim: HeketiSimulator) -> AsyncIterator[Controller]:
+    controller = await start_controller(tmp_path, sim.url)
+    try:
+        await wait_ready(controller.proc, controller.socket)
+        yield controller
+    finally:
+        controller.channel.close()
+        await controller.proc.stop()
+
+
+async def test_create_is_idempotent_by_name_and_conflicts_on_size(ctl, sim):
+    first = await ctl.stub.CreateVolume(create_request("pvc-a", 1))
+    again = await ctl.stub.CreateVolume(create_request("pvc-a", 1))
+    assert first.volume.volume_id == again.volume.volume_id
+    assert first.volume.capacity_bytes == GIB
+    ctx = first.volume.volume_context
+    assert ctx["volume"].endswith(first.volume.volume_id.split(":")[-1][:0] + ctx["volume"][-25:])
+    assert ctx["hosts"] and ctx["backupVolfileServers"]
+    assert list(our_volumes(sim).values()) == [1]
+    with pytest.raises(GRPCError) as err:
+        await ctl.stub.CreateVolume(create_request("pvc-a", 3))
+    assert err.value.status is Status.ALREADY_EXISTS
+    with pytest.raises(GRPCError) as err:
+        await ctl.stub.CreateVolume(create_request("pvc-a", 1, volumetype="replicate:2"))
+    assert err.value.status is Status.ALREADY_EXISTS
+    assert list(our_volumes(sim).values()) == [1]
+
+
+async def test_sizes_round_up_and_bad_requests_change_nothing(ctl, sim):
+    reply = await ctl.stub.CreateVolume(csi_pb2.CreateVolumeRequest(
+        name="pvc-round", volume_capabilities=[cap()],
+        capacity_range=csi_pb2.CapacityRange(required_bytes=GIB + 1)))
+    assert reply.volume.capacity_bytes == 2 * GIB
+    before = len(sim.visible_volumes())
+    bad = [
+        (create_request("", 1), Status.INVALID_ARGUMENT),
+        (csi_pb2.CreateVolumeRequest(name="x"), Status.INVALID_ARGUMENT),
+        (create_request("pvc-b", 1, colour="blue"), Status.INVALID_ARGUMENT),
+        (csi_pb2.CreateVolumeRequest(
+            name="pvc-b", volume_capabilities=[csi_pb2.VolumeCapability(
+                block=csi_pb2.VolumeCapability.BlockVolume(),
+                access_mode=csi_pb2.VolumeCapability.AccessMode(mode=MODE.SINGLE_NODE_WRITER))]),
+         Status.INVALID_ARGUMENT),
+        (csi_pb2.CreateVolumeRequest(
+            name="pvc-b", volume_capabilities=[cap()],
+            capacity_range=csi_pb2.CapacityRange(required_bytes=10, limit_bytes=100)),
+         Status.OUT_OF_RANGE),
+    ]
+    for request, status in bad:
+        with pytest.raises(GRPCError) as err:
+            await ctl.stub.CreateVolume(request)
+        assert err.value.status is status, request
+        assert err.value.message
+    assert len(sim.visible_volumes()) == before
+
+
+async def test_operation_outlives_its_rpc_and_retry_finds_the_volume(ctl, sim):
+    sim.set_latency(3.0, "create")
+    with pytest.raises(TimeoutError):  # grpclib's client raises this on its deadline
+        await ctl.stub.CreateVolume(create_request("pvc-slow"), timeout=1.0)
+    with pytest.raises(GRPCError) as err:
+        await ctl.stub.CreateVolume(create_request("pvc-slow"), timeout=5.0)
+    assert err.value.status is Status.ABORTED
+    for _ in range(50):
+        try:
+            reply = await ctl.stub.CreateVolume(create_request("pvc-slow"), timeout=5.0)
+            break
+        except GRPCError as exc:
+            assert exc.status is Status.ABORTED
+            await asyncio.sleep(0.3)
+    assert reply.volume.capacity_bytes == GIB
+    assert list(our_volumes(sim).values()) == [1]
+    assert sim.stats.ops_started["create"] == 1
+
+
+async def test_lost_result_is_recovered_by_name_without_a_duplicate(ctl, sim):
+    sim.drop_next_results(1)
+    reply = await ctl.stub.CreateVolume(create_request("pvc-lost"), timeout=30)
+    assert reply.volume.volume_id
+    assert sim.stats.results_dropped == 1
+    assert list(our_volumes(sim).values()) == [1]
+    assert "Heketi result lost" in ctl.proc.log_text()
+
+
+async def test_no_space_is_resource_exhausted(ctl, sim):
+    with pytest.raises(GRPCError) as err:
+        await ctl.stub.CreateVolume(create_request("pvc-huge", 100_000))
+    assert err.value.status is Status.RESOURCE_EXHAUSTED
+    assert not our_volumes(sim)
+
+
+async def test_delete_is_idempotent_and_never_touches_foreign_volumes(ctl, sim):
+    reply = await ctl.stub.CreateVolume(create_request("pvc-del"))
+    vid = reply.volume.volume_id
+    await ctl.stub.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=vid))
+    await ctl.stub.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=vid))
+    await ctl.stub.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="not-ours"))
+    assert not our_volumes(sim)
+    # A volume someone else made in Heketi, addressed with a forged id of our format.
+    foreign = await _foreign_volume(sim)
+    with pytest.raises(GRPCError) as err:
+        await ctl.stub.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=f"hv1:default:{foreign}"))
+    assert err.value.status is Status.FAILED_PRECONDITION
+    assert any(v.id == foreign for v in sim.visible_volumes())
+
+
+async def _foreign_volume(sim: HeketiSimulator) -> str:
+    from services.controller.heketi import HeketiClient, VolumeCreateRequest
+
+    async with HeketiClient(sim.url, "admin", KEY) as client:
+        info = await client.create_volume(VolumeCreateRequest(size_gib=1, name="someone_elses"))
+    return info.id
+
+
+async def test_publish_checks_volume_node_and_gives_current_hosts(ctl, sim):
+    vid = (await ctl.stub.CreateVolume(create_request("pvc-pub"))).volume.volume_id
+    reply = await ctl.stub.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+        volume_id=vid, node_id=NODE, volume_capability=cap()))
+    heketi_id = vid.split(":")[-1]
+    volume = next(v for v in sim.visible_volumes() if v.id == heketi_id)
+    assert reply.publish_context["hosts"].split(",") == sim.topology.storage_hosts(volume.cluster_id)
+    cases = [
+        (csi_pb2.ControllerPublishVolumeRequest(volume_id="hv1:default:" + "0" * 32,
+                                                node_id=NODE, volume_capability=cap()),
+         Status.NOT_FOUND),
+        (csi_pb2.ControllerPublishVolumeRequest(volume_id=vid, node_id="ghost",
+                                                volume_capability=cap()), Status.NOT_FOUND),
+        (csi_pb2.ControllerPublishVolumeRequest(volume_id=vid, volume_capability=cap()),
+         Status.INVALID_ARGUMENT),
+        (csi_pb2.ControllerPublishVolumeRequest(volume_id=vid, node_id=NODE),
+         Status.INVALID_ARGUMENT),
+    ]
+    for request, status in cases:
+        with pytest.raises(GRPCError) as err:
+            await ctl.stub.ControllerPublishVolume(request)
+        assert err.value.status is status
+    await ctl.stub.ControllerUnpublishVolume(
+        csi_pb2.ControllerUnpublishVolumeRequest(volume_id=vid, node_id=NODE))
+    await ctl.stub.ControllerUnpublishVolume(
+        csi_pb2.ControllerUnpublishVolumeRequest(volume_id=vid, node_id=NODE))
+
+
+async def test_list_volumes_pages_only_our_volumes(ctl, sim):
+    await _foreign_volume(sim)
+    made = {(await ctl.stub.CreateVolume(create_request(f"pvc-list-{i}"))).volume.volume_id
+            for i in range(5)}
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await ctl.stub.ListVolumes(csi_pb2.ListVolumesRequest(max_entries=2,
+                                                                     starting_token=token))
+        assert len(page.entries) <= 2
+        seen.extend(e.volume.volume_id for e in page.entries)
+        token = page.next_token
+        if not token:
+            break
+    assert sorted(seen) == sorted(made)
+    with pytest.raises(GRPCError) as err:
+        await ctl.stub.ListVolumes(csi_pb2.ListVolumesRequest(starting_token="bogus"))
+    assert err.value.status is Status.ABORTED
+
+
+async def test_expand_capacity_and_get_volume(ctl, sim):
+    free_before = (await ctl.stub.GetCapacity(csi_pb2.GetCapacityRequest())).available_capacity
+    vid = (await ctl.stub.CreateVolume(create_request("pvc-grow", 2))).volume.volume_id
+    free_after = (await ctl.stub.GetCapacity(csi_pb2.GetCapacityRequest())).available_capacity
+    assert free_before - free_after == 2 * GIB  # replicate:3 costs 3 x raw, reported per volume
+    grow = csi_pb2.ControllerExpandVolumeRequest(
+        volume_id=vid, capacity_range=csi_pb2.CapacityRange(required_bytes=5 * GIB))
+    reply = await ctl.stub.ControllerExpandVolume(grow)
+    assert reply.capacity_bytes == 5 * GIB and not reply.node_expansion_required
+    again = await ctl.stub.ControllerExpandVolume(grow)
+    assert again.capacity_bytes == 5 * GIB
+    heketi_id = vid.split(":")[-1]
+    assert next(v for v in sim.visible_volumes() if v.id == heketi_id).size_gib == 5
+    got = await ctl.stub.ControllerGetVolume(csi_pb2.ControllerGetVolumeRequest(volume_id=vid))
+    assert got.volume.capacity_bytes == 5 * GIB
+    assert not got.status.volume_condition.abnormal
+
+
+async def test_gids_are_unique_within_the_range_and_exhaustion_is_reported(ctl, sim):
+    params = {"gidMin": "5000", "gidMax": "5002"}
+    gids = set()
+    for i in range(3):
+        reply = await ctl.stub.CreateVolume(create_request(f"pvc-gid-{i}", 1, **params))
+        gids.add(int(reply.volume.volume_context["gid"]))
+    assert gids == {5000, 5001, 5002}
+    with pytest.raises(GRPCError) as err:
+        await ctl.stub.CreateVolume(create_request("pvc-gid-x", 1, **params))
+    assert err.value.status is Status.OUT_OF_RANGE
+
+
+async def test_heketi_down_at_start_then_up(tmp_path):
+    sim = HeketiSimulator(admin_key=KEY)
+    await sim.start()
+    url = sim.url
+    await sim.go_offline()
+    controller = await start_controller(tmp_path, url)
+    try:
+        await wait_ready(controller.proc, controller.socket, need_ready=False)
+        await asyncio.sleep(0.5)
+        assert await probe(controller.socket) is False
+        await sim.go_online()
+        for _ in range(100):
+            if await probe(controller.socket):
+                break
+            await asyncio.sleep(0.2)
+        assert await probe(controller.socket) is True
+        reply = await controller.stub.CreateVolume(create_request("pvc-late"))
+        assert reply.volume.volume_id
+    finally:
+        controller.channel.close()
+        await controller.proc.stop()
+        await sim.close()
+
+
+async def test_sigkill_during_twenty_creates_leaves_exactly_one_volume_per_name(tmp_path, sim):
+    sim.set_latency(1.5, "create")
+    names = [f"pvc-crash-{i}" for i in range(20)]
+    controller = await start_controller(tmp_path, sim.url, "first")
+    await wait_ready(controller.proc, controller.socket)
+    calls = [asyncio.create_task(controller.stub.CreateVolume(create_request(n), timeout=30))
+             for n in names]
+    await asyncio.sleep(1.0)
+    os.kill(controller.proc.pid, signal.SIGKILL)
+    await asyncio.gather(*calls, return_exceptions=True)
+    controller.channel.close()
+    await controller.proc.wait(10)
+
+    restarted = await start_controller(tmp_path, sim.url, "second")
+    try:
+        await wait_ready(restarted.proc, restarted.socket)
+        pending = set(names)
+        ids = {}
+        for _ in range(60):
+            for name in sorted(pending):
+                try:
+                    reply = await restarted.stub.CreateVolume(create_request(name), timeout=10)
+                    ids[name] = reply.volume.volume_id
+                    pending.discard(name)
+                except GRPCError as exc:
+                    assert exc.status in (Status.ABORTED, Status.UNAVAILABLE), exc
+            if not pending:
+                break
+            await asyncio.sleep(0.5)
+        assert not pending
+        counts = our_volumes(sim)
+        assert len(counts) == 20 and set(counts.values()) == {1}
+        assert len(set(ids.values())) == 20
+    finally:
+        restarted.channel.close()
+        await restarted.proc.stop()
