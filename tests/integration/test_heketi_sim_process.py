@@ -1,0 +1,82 @@
+"""The simulator as its own process: start-up line, /_sim/ fault routes, clean SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from services.controller.heketi import (
+    HeketiClient,
+    HeketiResultLost,
+    HeketiUnavailable,
+    VolumeCreateRequest,
+)
+from services.controller.heketi.auth import authorization_header, make_token
+
+REPO = Path(__file__).resolve().parents[2]
+ADMIN, USER = "proc-admin", "proc-user"
+
+
+@pytest.fixture
+async def sim_process() -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.support.heketi_sim", "--port", "0",
+        "--admin-key", ADMIN, "--user-key", USER, "--op-latency", "0.1",
+        cwd=REPO, stdout=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
+        assert line.startswith("heketi-sim listening on http://127.0.0.1:"), line
+        yield proc, line.rsplit(" ", 1)[-1]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _sim_call(url: str, method: str, path: str, issuer: str = "admin",
+                    key: str = ADMIN, body: object = None) -> tuple[int, object]:
+    headers = {"Authorization": authorization_header(make_token(method, path, issuer, key))}
+    async with aiohttp.ClientSession() as session, session.request(
+            method, url + path, json=body, headers=headers) as resp:
+        if resp.content_type == "application/json":
+            return resp.status, await resp.json()
+        return resp.status, (await resp.text()).strip()
+
+
+async def test_fault_routes_and_clean_exit(
+        sim_process: tuple[asyncio.subprocess.Process, str]) -> None:
+    proc, url = sim_process
+    async with HeketiClient(url, "admin", ADMIN) as client:
+        await client.create_volume(VolumeCreateRequest(size_gib=1, name="proc_a"))
+
+        status, _ = await _sim_call(url, "POST", "/_sim/faults", body={"drop_results": 1})
+        assert status == 200
+        with pytest.raises(HeketiResultLost):
+            await client.create_volume(VolumeCreateRequest(size_gib=1, name="proc_b"))
+
+        status, stats = await _sim_call(url, "GET", "/_sim/stats")
+        assert status == 200 and isinstance(stats, dict)
+        assert stats["results_dropped"] == 1 and stats["volumes"] == 2
+        assert stats["request_counts"]["POST /volumes"] == 2
+
+        status, text = await _sim_call(url, "POST", "/_sim/faults", issuer="user", key=USER,
+                                       body={"maintenance": True})
+        assert (status, text) == (401, "Administrator access required")
+
+        status, _ = await _sim_call(url, "POST", "/_sim/faults", body={"offline_for": 1.0})
+        assert status == 200
+        await asyncio.sleep(0.3)
+        with pytest.raises(HeketiUnavailable):
+            await client.list_volume_ids()
+        await asyncio.sleep(1.2)
+        assert len(await client.list_volume_ids()) == 2
+
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 15) == 0

@@ -1,0 +1,82 @@
+"""`python -m tests.support.heketi_sim`: run the simulator as a process.
+
+Prints `heketi-sim listening on http://<host>:<port>` on stdout once it accepts requests,
+and exits 0 on SIGTERM/SIGINT after deleting (in glusterd mode) every gluster volume it made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from tests.support.heketi_sim.server import HeketiSimulator, SimConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tests.support.heketi_sim",
+                                description="Heketi v10 REST API simulator")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    p.add_argument("--admin-key", default="admin-secret")
+    p.add_argument("--user-key", default="user-secret")
+    p.add_argument("--no-auth", action="store_true", help="behave like use_auth: false")
+    p.add_argument("--glusterd", action="store_true",
+                   help="back each volume by a real gluster volume on this host")
+    p.add_argument("--brick-root", type=Path, help="directory for bricks (glusterd mode)")
+    p.add_argument("--op-latency", type=float, default=0.0,
+                   help="seconds each asynchronous operation takes")
+    p.add_argument("--max-inflight", type=int, default=8,
+                   help="running operations beyond which Heketi answers 429")
+    p.add_argument("--retry-after", type=int, default=None,
+                   help="send Retry-After (seconds) with 429 answers")
+    p.add_argument("--clusters", type=int, default=1)
+    p.add_argument("--nodes", type=int, default=3)
+    p.add_argument("--devices-per-node", type=int, default=3)
+    p.add_argument("--device-size-gib", type=int, default=1024)
+    p.add_argument("--max-volumes-per-cluster", type=int, default=1000)
+    p.add_argument("--name-clash-on-queue", action="store_true",
+                   help="report a name clash on the queue (pre-v10 Heketi) instead of at once")
+    p.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
+    return p
+
+
+async def _run(args: argparse.Namespace) -> int:
+    config = SimConfig(
+        admin_key=args.admin_key, user_key=args.user_key, use_auth=not args.no_auth,
+        host=args.host, port=args.port, max_inflight=args.max_inflight,
+        op_latency=args.op_latency, retry_after=args.retry_after, clusters=args.clusters,
+        nodes=args.nodes, devices_per_node=args.devices_per_node,
+        device_size_gib=args.device_size_gib,
+        max_volumes_per_cluster=args.max_volumes_per_cluster,
+        glusterd=args.glusterd, brick_root=args.brick_root,
+        name_clash_on_queue=args.name_clash_on_queue, tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    sim = HeketiSimulator(config)
+    await sim.start()
+    try:
+        print(f"heketi-sim listening on {sim.url}", flush=True)
+        await stop.wait()
+    finally:
+        await sim.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.glusterd and args.brick_root is None:
+        print("--glusterd needs --brick-root", file=sys.stderr)
+        return 2
+    return asyncio.run(_run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
