@@ -56,6 +56,15 @@ if [ ! -e "$stamp" ]; then
     touch "$stamp"
 fi
 
+# The Compose Specification schema, for validating docker-compose.yml offline: it ships in
+# docker-compose v1's wheel, which is downloaded (not installed: it pins old PyYAML/jsonschema).
+WHEELS="$(dirname "$CACHE_BIN")/wheels"
+if [ ! -e "$WHEELS/docker_compose-1.29.2-py2.py3-none-any.whl" ]; then
+    step "downloading the Compose schema's wheel into $WHEELS"
+    .venv/bin/python -m pip download -q --no-deps --only-binary=:all: -d "$WHEELS" \
+        docker-compose==1.29.2
+fi
+
 if [ "$want_sanity" = 1 ] && [ ! -x "$CACHE_BIN/csi-sanity" ]; then
     if ! command -v go >/dev/null 2>&1; then
         cat >&2 <<MSG
