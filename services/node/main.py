@@ -1,0 +1,186 @@
+"""Node plugin: mounts GlusterFS volumes on this node (CSI Identity + Node)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+
+from aiohttp import web
+
+from services.common.config import add_common_flags, add_flag
+from services.common.errors import InvalidArgument
+from services.common.identity import IdentityService
+from services.common.logging import get_logger
+from services.common.metrics import start_metrics_server
+from services.common.proto import csi_grpc
+from services.common.rpc import servable
+from services.common.server import run_grpc_server
+from services.node.fsstat import FsProbe
+from services.node.locks import OperationLocks
+from services.node.mounter import Mounter
+from services.node.mountopts import LOG_LEVELS
+from services.node.paths import normalize_root, validate_for_helper
+from services.node.repair import Repairer
+from services.node.service import NodeConfig, NodeService
+from services.node.state import StateStore, state_dir
+
+_log = get_logger("node.main")
+
+DEFAULT_ENDPOINT = "unix:///var/lib/kubelet/plugins/glusterfs.heketi.csi.io/csi.sock"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_flags(parser, default_endpoint=DEFAULT_ENDPOINT)
+    add_flag(
+        parser,
+        "--node-id",
+        env="KUBE_NODE_NAME",
+        default=None,
+        required=True,
+        help="name of this node as Kubernetes knows it (NodeGetInfo answers it)",
+    )
+    add_flag(
+        parser,
+        "--kubelet-root",
+        env="KUBELET_ROOT",
+        default="/var/lib/kubelet",
+        help="kubelet's root directory; staging and target paths must lie below it",
+    )
+    add_flag(
+        parser,
+        "--gluster-log-dir",
+        env="GLUSTER_LOG_DIR",
+        default="/var/log/glusterfs/csi",
+        help="directory for the per-volume gluster client log files",
+    )
+    add_flag(
+        parser,
+        "--gluster-log-level",
+        env="GLUSTER_LOG_LEVEL",
+        default="ERROR",
+        help="gluster client log level: " + ", ".join(sorted(LOG_LEVELS)),
+    )
+    add_flag(
+        parser,
+        "--mount-timeout",
+        env="MOUNT_TIMEOUT",
+        default="60",
+        type=float,
+        help="seconds a glusterfs mount may take before it is killed",
+    )
+    add_flag(
+        parser,
+        "--stats-timeout",
+        env="STATS_TIMEOUT",
+        default="5",
+        type=float,
+        help="seconds a stat/statvfs of a mounted volume may take before the volume "
+        "is reported abnormal",
+    )
+    add_flag(
+        parser,
+        "--repair-interval",
+        env="REPAIR_INTERVAL",
+        default="30",
+        type=float,
+        help="seconds between scans that re-mount broken volumes; 0 = only at start-up",
+    )
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse a configuration the node cannot work with, with a message saying why."""
+    if not args.node_id:
+        raise InvalidArgument("--node-id (or KUBE_NODE_NAME) is required")
+    try:
+        args.kubelet_root = normalize_root(args.kubelet_root)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+    if not args.gluster_log_dir.startswith("/"):
+        raise InvalidArgument("--gluster-log-dir must be an absolute path")
+    args.gluster_log_dir = os.path.normpath(args.gluster_log_dir)
+    validate_for_helper(args.gluster_log_dir, "--gluster-log-dir")
+    level = args.gluster_log_level.upper()
+    if level not in LOG_LEVELS:
+        raise InvalidArgument(
+            f"--gluster-log-level {args.gluster_log_level!r} is not one of "
+            + ", ".join(sorted(LOG_LEVELS))
+        )
+    args.gluster_log_level = level
+    for flag in ("mount_timeout", "stats_timeout"):
+        if getattr(args, flag) <= 0:
+            raise InvalidArgument(f"--{flag.replace('_', '-')} must be positive")
+    if args.repair_interval < 0:
+        raise InvalidArgument("--repair-interval must be 0 or positive")
+
+
+def mount_helper_present() -> bool:
+    return shutil.which("mount.glusterfs") is not None or os.path.exists("/sbin/mount.glusterfs")
+
+
+def can_mount() -> bool:
+    """Whether this node can make FUSE mounts of gluster volumes (helper and /dev/fuse)."""
+    return mount_helper_present() and os.path.exists("/dev/fuse")
+
+
+def build_service(args: argparse.Namespace) -> NodeService:
+    config = NodeConfig(
+        node_id=args.node_id,
+        driver_name=args.driver_name,
+        kubelet_root=args.kubelet_root,
+        gluster_log_dir=args.gluster_log_dir,
+        gluster_log_level=args.gluster_log_level,
+        mount_timeout=args.mount_timeout,
+        stats_timeout=args.stats_timeout,
+    )
+    mounter = Mounter()
+    store = StateStore(state_dir(config.kubelet_root, config.driver_name))
+    probe = FsProbe(config.stats_timeout)
+    locks = OperationLocks()
+    repairer = Repairer(mounter, store, probe, locks, config.kubelet_root, config.mount_timeout)
+    return NodeService(config, mounter, store, probe, locks, repairer)
+
+
+async def readiness() -> bool:
+    return can_mount()
+
+
+async def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
+    node = build_service(args)
+    await node.store.load()
+    identity = IdentityService(args.driver_name, [], readiness)
+    repair_task: asyncio.Task[None] | None = None
+    metrics: web.AppRunner | None = None
+
+    async def on_start() -> None:
+        nonlocal repair_task, metrics
+        metrics = await start_metrics_server(args.metrics_port)
+        if not can_mount():
+            _log.warning("cannot mount: mount.glusterfs or /dev/fuse is missing")
+        _log.info(
+            "node started",
+            node_id=args.node_id,
+            kubelet_root=args.kubelet_root,
+            recorded_stages=len(node.store.all()),
+        )
+        repair_task = asyncio.create_task(node.repairer.run_forever(args.repair_interval))
+
+    async def on_stop() -> None:
+        if repair_task is not None:
+            repair_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await repair_task
+        await node.wait_idle()
+        if metrics is not None:
+            await metrics.cleanup()
+
+    return await run_grpc_server(
+        args.endpoint,
+        [servable(identity, csi_grpc.IdentityBase), servable(node, csi_grpc.NodeBase)],
+        on_start=on_start,
+        on_stop=on_stop,
+        grace=args.grace_period,
+    )

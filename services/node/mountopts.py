@@ -1,0 +1,208 @@
+"""The option list of a glusterfs FUSE mount, and validation of user-supplied mount flags.
+
+Mount flags come from the volume capability (StorageClass or PV `mountOptions`). They are
+passed to `mount -t glusterfs -o ...`, whose helper is a shell script that splits on commas
+and whitespace. So every flag is split on commas and each part must be a known option with
+a well-formed value. Refused with a reason:
+
+- flags that act on other mounts (bind, move, remount, propagation changes);
+- options the driver sets itself or that hand arbitrary options to the client
+  (log-file, backup-volfile-servers, volfile servers/ids, fuse-mountopts, xlator-option, ...);
+- anything unknown, and any character outside a small safe set.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from services.common.errors import InvalidArgument
+
+LOG_LEVELS = frozenset({"TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "NONE"})
+
+# Kernel/VFS flags the helper passes through, plus gluster client switches without a value.
+_PLAIN = frozenset(
+    {
+        "ro", "rw",
+        "atime", "noatime", "diratime", "nodiratime", "relatime", "norelatime",
+        "strictatime", "nostrictatime", "lazyatime", "nolazyatime",
+        "dev", "nodev", "exec", "noexec", "suid", "nosuid",
+        "auto_unmount", "_netdev",
+        "acl", "selinux", "worm", "enable-ino32", "resolve-gids", "global-threading",
+        "localtime-logging", "mem-accounting", "fopen-keep-cache",
+    }
+)  # fmt: skip
+
+_BOOL = re.compile(r"(?i)yes|no|true|false|on|off|enable|disable")
+_UINT = re.compile(r"[0-9]{1,10}")
+_SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?")
+_SELINUX_CONTEXT = re.compile(r"[A-Za-z0-9_.:]{1,200}")
+
+# Options with a value: option -> pattern the whole value must match.
+_VALUED: dict[str, re.Pattern[str]] = {
+    "log-level": re.compile(r"(?i)" + "|".join(sorted(LOG_LEVELS))),
+    "attribute-timeout": _SECONDS,
+    "entry-timeout": _SECONDS,
+    "negative-timeout": _SECONDS,
+    "gid-timeout": _SECONDS,
+    "lru-limit": _UINT,
+    "invalidate-limit": _UINT,
+    "background-qlen": _UINT,
+    "congestion-threshold": _UINT,
+    "reader-thread-count": _UINT,
+    "fetch-attempts": _UINT,
+    "event-history": _BOOL,
+    "attr-times-granularity": _UINT,
+    "direct-io-mode": re.compile(r"(?i)auto|enable|disable|yes|no|true|false|on|off"),
+    "use-readdirp": _BOOL,
+    "kernel-writeback-cache": _BOOL,
+    "auto-invalidation": _BOOL,
+    "fopen-keep-cache": _BOOL,
+    "fuse-flush-handle-interrupt": _BOOL,
+    "transport": re.compile(r"tcp|rdma"),
+    "halo-max-latency": _UINT,
+    "halo-max-replicas": _UINT,
+    "halo-min-replicas": _UINT,
+    "context": _SELINUX_CONTEXT,
+    "fscontext": _SELINUX_CONTEXT,
+    "defcontext": _SELINUX_CONTEXT,
+    "rootcontext": _SELINUX_CONTEXT,
+}
+
+_OTHER_MOUNTS = frozenset(
+    {
+        "bind", "rbind", "move", "remount",
+        "shared", "rshared", "private", "rprivate",
+        "slave", "rslave", "unbindable", "runbindable",
+        "make-shared", "make-rshared", "make-private", "make-rprivate",
+        "make-slave", "make-rslave", "make-unbindable", "make-runbindable",
+    }
+)  # fmt: skip
+
+_DRIVER_OWNED = frozenset(
+    {
+        "log-file", "backup-volfile-servers", "backupvolfile-server", "volfile-server",
+        "volfile-id", "volfile-check", "server-port", "volume-name", "volume-id",
+        "subdir-mount", "fuse-mountopts", "xlator-option", "process-name", "dump-fuse",
+        "aux-gfid-mount", "thin-client", "oom-score-adj", "io-engine",
+        "fuse-dev-eperm-ratelimit-ns", "no-root-squash", "root-squash",
+    }
+)  # fmt: skip
+
+_SAFE_PART = re.compile(r"[A-Za-z0-9_.:=+-]+")
+
+
+def _check_part(part: str) -> str:
+    if not _SAFE_PART.fullmatch(part):
+        raise InvalidArgument(
+            f"mount flag {part!r} contains characters that are not allowed "
+            "(letters, digits and _.:=+- only)"
+        )
+    key, has_value, value = part.partition("=")
+    if key in _OTHER_MOUNTS or key.startswith("x-") or key.startswith("X-"):
+        raise InvalidArgument(f"mount flag {key!r} is refused: it would act on other mounts")
+    if key in _DRIVER_OWNED:
+        raise InvalidArgument(
+            f"mount flag {key!r} is refused: the driver sets it, or it passes arbitrary "
+            "options to the gluster client"
+        )
+    if not has_value:
+        if key in _PLAIN:
+            return key
+        if key in _VALUED:
+            raise InvalidArgument(f"mount flag {key!r} needs a value ({key}=...)")
+        raise InvalidArgument(f"mount flag {key!r} is not a supported glusterfs mount option")
+    pattern = _VALUED.get(key)
+    if pattern is None:
+        if key in _PLAIN:
+            raise InvalidArgument(f"mount flag {key!r} takes no value")
+        raise InvalidArgument(f"mount flag {key!r} is not a supported glusterfs mount option")
+    if not pattern.fullmatch(value):
+        raise InvalidArgument(f"mount flag {part!r} has an invalid value for {key}")
+    return part
+
+
+def validate_flags(flags: Iterable[str]) -> list[str]:
+    """Check the capability's mount flags; return them split into single options.
+
+    Raises InvalidArgument naming the first flag that is refused.
+    """
+    parts: list[str] = []
+    for flag in flags:
+        for raw in flag.split(","):
+            part = raw.strip()
+            if part:
+                parts.append(_check_part(part))
+    return parts
+
+
+_HOST = re.compile(r"[A-Za-z0-9.%-]+|[0-9A-Fa-f:.%]+")
+_VOLUME = re.compile(r"/?[A-Za-z0-9_.-]{1,255}")
+
+
+def check_host(host: str) -> str:
+    if not _HOST.fullmatch(host) or host.startswith("-"):
+        raise InvalidArgument(f"gluster host {host!r} is not a valid host name or address")
+    return host
+
+
+def check_volume_name(name: str) -> str:
+    if not _VOLUME.fullmatch(name) or name.lstrip("/").startswith("-"):
+        raise InvalidArgument(f"gluster volume name {name!r} is not valid")
+    return name
+
+
+def split_list(value: str) -> list[str]:
+    """Items of a comma-separated context value, blanks dropped."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+@dataclass(frozen=True)
+class GlusterMount:
+    """Everything that makes one `mount -t glusterfs` call."""
+
+    volume: str
+    server: str
+    backup_servers: tuple[str, ...]
+    options: tuple[str, ...]
+
+    @property
+    def source(self) -> str:
+        return f"{self.server}:{self.volume}"
+
+
+def plan_mount(
+    volume: str,
+    hosts: Sequence[str],
+    backup_servers: Sequence[str],
+    flags: Sequence[str],
+    log_file: str,
+    log_level: str,
+) -> GlusterMount:
+    """Build the mount: the first host serves the volfile; the other hosts and the backup
+    servers (deduplicated, in order) become `backup-volfile-servers`."""
+    check_volume_name(volume)
+    if not hosts:
+        raise InvalidArgument("no gluster host to mount from")
+    server = check_host(hosts[0])
+    backups: list[str] = []
+    for host in [*hosts[1:], *backup_servers]:
+        if host != server and host not in backups:
+            backups.append(check_host(host))
+    user = validate_flags(flags)
+    options = [f"log-file={log_file}"]
+    if not any(part.startswith("log-level=") for part in user):
+        options.append(f"log-level={log_level}")
+    if backups:
+        options.append("backup-volfile-servers=" + ":".join(backups))
+    options.extend(user)
+    return GlusterMount(
+        volume=volume, server=server, backup_servers=tuple(backups), options=tuple(options)
+    )
+
+
+def volume_of_source(source: str) -> str:
+    """The volume name in a mountinfo source `host:vol` / `host:/vol` (hosts may contain
+    colons for IPv6, the volume never does)."""
+    return source.rpartition(":")[2].lstrip("/")

@@ -1,0 +1,481 @@
+"""The CSI Node service: stage (FUSE-mount), publish (bind-mount), stats, unpublish, unstage.
+
+Each RPC validates its request first, then takes its operation lock (a busy volume or path
+answers ABORTED), then acts. Mount work runs in its own task that keeps the lock until it is
+done, so a caller that gives up (kubelet's deadline) does not leave a half-made mount behind;
+its retry answers ABORTED until the work finished, then finds the finished mount.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from services.common import context_keys
+from services.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from services.common.logging import get_logger
+from services.common.proto import csi_pb2
+from services.common.rpc import RpcContext
+from services.node import mountinfo, mountopts, paths
+from services.node.fsstat import FsProbe, PathMissing
+from services.node.locks import OperationLocks
+from services.node.mounter import Mounter
+from services.node.mountinfo import GLUSTER_FSTYPE, Mount
+from services.node.mountopts import GlusterMount, volume_of_source
+from services.node.repair import Repairer, path_key, volume_key
+from services.node.state import StageRecord, StateStore
+
+_log = get_logger("node.service")
+
+T = TypeVar("T")
+
+AccessMode = csi_pb2.VolumeCapability.AccessMode
+_READER_ONLY = frozenset({AccessMode.SINGLE_NODE_READER_ONLY, AccessMode.MULTI_NODE_READER_ONLY})
+_RPC = csi_pb2.NodeServiceCapability.RPC
+CAPABILITIES = (
+    _RPC.STAGE_UNSTAGE_VOLUME,
+    _RPC.GET_VOLUME_STATS,
+    _RPC.VOLUME_CONDITION,
+    _RPC.EXPAND_VOLUME,
+)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node_id: str
+    driver_name: str
+    kubelet_root: str
+    gluster_log_dir: str
+    gluster_log_level: str = "ERROR"
+    mount_timeout: float = 60.0
+    stats_timeout: float = 5.0
+
+
+def _required(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument(f"{field} is required")
+    return value
+
+
+def mount_flags_of(capability: csi_pb2.VolumeCapability, field: str) -> list[str]:
+    """Check a volume capability; return its mount flags (not yet validated)."""
+    if capability.HasField("block"):
+        raise InvalidArgument(
+            f"{field}: block access is not supported; GlusterFS volumes are file systems "
+            "(use volumeMode: Filesystem)"
+        )
+    if not capability.HasField("mount"):
+        raise InvalidArgument(f"{field}: access type mount is required")
+    if not capability.HasField("access_mode") or capability.access_mode.mode == AccessMode.UNKNOWN:
+        raise InvalidArgument(f"{field}: access_mode is required")
+    fs_type = capability.mount.fs_type
+    if fs_type not in ("", "glusterfs"):
+        raise InvalidArgument(f"{field}: fs_type {fs_type!r} is not supported (only glusterfs)")
+    return list(capability.mount.mount_flags)
+
+
+def _pick(key: str, publish: Mapping[str, str], volume: Mapping[str, str]) -> str:
+    """A context value: the publish context (fresh from the controller) wins."""
+    return publish.get(key) or volume.get(key) or ""
+
+
+def gluster_source(
+    volume_context: Mapping[str, str], publish_context: Mapping[str, str]
+) -> tuple[str, list[str], list[str]]:
+    """Volume name, hosts and backup volfile servers from the contexts."""
+    volume = _pick(context_keys.VOLUME, publish_context, volume_context)
+    if not volume:
+        raise InvalidArgument(
+            f"volume_context has no {context_keys.VOLUME!r} (the gluster volume name)"
+        )
+    hosts = mountopts.split_list(_pick(context_keys.HOSTS, publish_context, volume_context))
+    if not hosts:
+        raise InvalidArgument(
+            f"neither publish_context nor volume_context has {context_keys.HOSTS!r} "
+            "(gluster server hosts)"
+        )
+    backups = mountopts.split_list(
+        _pick(context_keys.BACKUP_VOLFILE_SERVERS, publish_context, volume_context)
+    )
+    gid = volume_context.get(context_keys.GID, "")
+    if gid and not gid.isdigit():
+        raise InvalidArgument(f"volume_context {context_keys.GID!r} must be a number, not {gid!r}")
+    return volume, hosts, backups
+
+
+def _make_dirs(path: str) -> None:
+    os.makedirs(path, exist_ok=True)
+
+
+def _make_target_dir(path: str) -> None:
+    try:
+        os.mkdir(path, 0o750)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise FailedPrecondition(f"{path} exists and is not a directory") from None
+
+
+def _remove_empty_dir(path: str) -> None:
+    """rmdir only: never removes a file or a directory with something in it."""
+    try:
+        os.rmdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise FailedPrecondition(
+                f"{path} is not empty after unmounting it; refusing to delete files in it"
+            ) from None
+        raise
+
+
+class NodeService:
+    """CSI Node RPCs. Construct with `NodeService.create(config)` or inject the parts."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        mounter: Mounter,
+        store: StateStore,
+        probe: FsProbe,
+        locks: OperationLocks,
+        repairer: Repairer,
+    ) -> None:
+        self.config = config
+        self.mounter = mounter
+        self.store = store
+        self.probe = probe
+        self.locks = locks
+        self.repairer = repairer
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _path(self, value: str, field: str) -> str:
+        return paths.validate(value, field, self.config.kubelet_root)
+
+    def log_file_for(self, volume: str, staging_path: str) -> str:
+        digest = hashlib.sha256(staging_path.encode()).hexdigest()[:8]
+        name = volume.lstrip("/").replace("/", "_")
+        return os.path.join(self.config.gluster_log_dir, f"{name}-{digest}.log")
+
+    async def _locked(self, keys: tuple[str, ...], work: Callable[[], Awaitable[T]]) -> T:
+        """Run `work` under `keys` in a task of its own that outlives a cancelled caller."""
+        self.locks.acquire_or_abort(*keys)  # from here on the task owns the keys
+
+        async def owned() -> T:
+            try:
+                return await work()
+            finally:
+                self.locks.release(*keys)
+
+        task = asyncio.create_task(owned())
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return await asyncio.shield(task)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        # Retrieve the outcome: when the caller left, nobody else will (and asyncio would
+        # complain that the exception was never retrieved). The failure itself was logged
+        # by the mounter or will be found again by the caller's retry.
+        if not task.cancelled():
+            task.exception()
+
+    async def wait_idle(self) -> None:
+        """Wait for mount work still running after its caller left (used at shutdown)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _plan(
+        self, volume: str, hosts: list[str], backups: list[str], flags: list[str], staging: str
+    ) -> GlusterMount:
+        return mountopts.plan_mount(
+            volume,
+            hosts,
+            backups,
+            flags,
+            log_file=self.log_file_for(volume, staging),
+            log_level=self.config.gluster_log_level,
+        )
+
+    # ---- stage ---------------------------------------------------------------------------
+
+    async def NodeStageVolume(
+        self, request: csi_pb2.NodeStageVolumeRequest, ctx: RpcContext
+    ) -> csi_pb2.NodeStageVolumeResponse:
+        volume_id = _required(request.volume_id, "volume_id")
+        staging = self._path(request.staging_target_path, "staging_target_path")
+        paths.validate_for_helper(staging, "staging_target_path")
+        if not request.HasField("volume_capability"):
+            raise InvalidArgument("volume_capability is required")
+        flags = mount_flags_of(request.volume_capability, "volume_capability")
+        volume, hosts, backups = gluster_source(request.volume_context, request.publish_context)
+        plan = self._plan(volume, hosts, backups, flags, staging)
+        await self._locked(
+            (volume_key(volume_id), path_key(staging)),
+            lambda: self._stage(volume_id, staging, plan, ctx),
+        )
+        return csi_pb2.NodeStageVolumeResponse()
+
+    async def _stage(
+        self, volume_id: str, staging: str, plan: GlusterMount, ctx: RpcContext
+    ) -> None:
+        existing = self.mounter.mount_at(staging)
+        previous = self.store.get(staging)
+        record = StageRecord(
+            volume_id=volume_id,
+            staging_path=staging,
+            source=plan.source,
+            options=plan.options,
+            log_file=self.log_file_for(plan.volume, staging),
+            targets=dict(previous.targets) if previous and previous.volume_id == volume_id else {},
+        )
+        if existing is not None:
+            await self._already_staged(existing, record, plan, ctx)
+            return
+        await asyncio.to_thread(_make_dirs, staging)
+        await asyncio.to_thread(_make_dirs, self.config.gluster_log_dir)
+        # Record first: a crash right after the mount must still leave it repairable.
+        await self.store.put(record)
+        try:
+            await self.mounter.mount_glusterfs(
+                plan.source, staging, plan.options, record.log_file, self.config.mount_timeout
+            )
+        except BaseException:
+            if previous is not None:
+                await self.store.put(previous)
+            else:
+                await self.store.delete(staging)
+            raise
+        ctx.log.info("staged", source=plan.source, staging_path=staging)
+        if record.targets:
+            # Targets recorded from an earlier mount of this path (e.g. a repair that could
+            # not re-mount): bind them to the new mount.
+            await self.repairer.repair(record)
+
+    async def _already_staged(
+        self, existing: Mount, record: StageRecord, plan: GlusterMount, ctx: RpcContext
+    ) -> None:
+        if existing.fstype != GLUSTER_FSTYPE or volume_of_source(existing.source) != (
+            plan.volume.lstrip("/")
+        ):
+            raise AlreadyExists(
+                f"{record.staging_path} already has {existing.fstype} {existing.source} "
+                f"mounted; cannot stage gluster volume {plan.volume} there"
+            )
+        if ("ro" in plan.options) != existing.readonly:
+            raise AlreadyExists(
+                f"{record.staging_path} is already staged "
+                f"{'read-only' if existing.readonly else 'read-write'} with other mount flags"
+            )
+        known = self.store.get(record.staging_path)
+        if known is None or known.volume_id != record.volume_id:
+            await self.store.put(record)
+            known = record
+        if await self.repairer.repair(known) is None:
+            ctx.log.info("already staged", staging_path=record.staging_path)
+
+    async def NodeUnstageVolume(
+        self, request: csi_pb2.NodeUnstageVolumeRequest, ctx: RpcContext
+    ) -> csi_pb2.NodeUnstageVolumeResponse:
+        volume_id = _required(request.volume_id, "volume_id")
+        staging = self._path(request.staging_target_path, "staging_target_path")
+
+        async def unstage() -> None:
+            if await self.mounter.unmount(staging, self.config.mount_timeout):
+                ctx.log.info("unstaged", staging_path=staging)
+            await self.store.delete(staging)
+
+        await self._locked((volume_key(volume_id), path_key(staging)), unstage)
+        return csi_pb2.NodeUnstageVolumeResponse()
+
+    # ---- publish -------------------------------------------------------------------------
+
+    async def NodePublishVolume(
+        self, request: csi_pb2.NodePublishVolumeRequest, ctx: RpcContext
+    ) -> csi_pb2.NodePublishVolumeResponse:
+        volume_id = _required(request.volume_id, "volume_id")
+        target = self._path(request.target_path, "target_path")
+        if not request.HasField("volume_capability"):
+            raise InvalidArgument("volume_capability is required")
+        mount_flags_of(request.volume_capability, "volume_capability")
+        if not request.staging_target_path:
+            raise InvalidArgument(
+                "staging_target_path is required (this driver stages volumes: STAGE_UNSTAGE_VOLUME)"
+            )
+        staging = self._path(request.staging_target_path, "staging_target_path")
+        if target == staging:
+            raise InvalidArgument("target_path must differ from staging_target_path")
+        readonly = request.readonly or request.volume_capability.access_mode.mode in _READER_ONLY
+        await self._locked(
+            (path_key(target),),
+            lambda: self._publish(volume_id, staging, target, readonly, ctx),
+        )
+        return csi_pb2.NodePublishVolumeResponse()
+
+    async def _publish(
+        self, volume_id: str, staging: str, target: str, readonly: bool, ctx: RpcContext
+    ) -> None:
+        mounts = self.mounter.mounts()
+        stage = mountinfo.mount_at(mounts, staging)
+        if stage is None or stage.fstype != GLUSTER_FSTYPE:
+            raise FailedPrecondition(f"volume {volume_id} is not staged at {staging}")
+        existing = mountinfo.mount_at(mounts, target)
+        if existing is not None:
+            if existing.same_origin(stage):
+                if existing.readonly != readonly:
+                    raise AlreadyExists(
+                        f"{target} is already published "
+                        f"{'read-only' if existing.readonly else 'read-write'}"
+                    )
+                await self._remember_target(volume_id, staging, stage, target, readonly)
+                ctx.log.info("already published", target_path=target)
+                return
+            same_volume = existing.fstype == GLUSTER_FSTYPE and volume_of_source(
+                existing.source
+            ) == volume_of_source(stage.source)
+            if not same_volume:
+                raise AlreadyExists(
+                    f"{target} already has {existing.fstype} {existing.source} mounted"
+                )
+            # A bind of an earlier mount of this volume (the stage was re-mounted): re-bind.
+            await self.mounter.unmount(target, self.config.mount_timeout)
+        await asyncio.to_thread(_make_target_dir, target)
+        await self.mounter.bind(staging, target, readonly, self.config.mount_timeout)
+        await self._remember_target(volume_id, staging, stage, target, readonly)
+        ctx.log.info("published", target_path=target, readonly=readonly)
+
+    async def _remember_target(
+        self, volume_id: str, staging: str, stage: Mount, target: str, readonly: bool
+    ) -> None:
+        if self.store.get(staging) is None:
+            # Staged before this driver kept records: record what mountinfo says.
+            volume = volume_of_source(stage.source)
+            server = stage.source.rpartition(":")[0]
+            plan = self._plan(volume, [server], [], [], staging)
+            await self.store.put(
+                StageRecord(
+                    volume_id,
+                    staging,
+                    stage.source,
+                    plan.options,
+                    self.log_file_for(volume, staging),
+                )
+            )
+        await self.store.add_target(staging, target, readonly)
+
+    async def NodeUnpublishVolume(
+        self, request: csi_pb2.NodeUnpublishVolumeRequest, ctx: RpcContext
+    ) -> csi_pb2.NodeUnpublishVolumeResponse:
+        _required(request.volume_id, "volume_id")
+        target = self._path(request.target_path, "target_path")
+
+        async def unpublish() -> None:
+            if await self.mounter.unmount(target, self.config.mount_timeout):
+                ctx.log.info("unpublished", target_path=target)
+            await asyncio.to_thread(_remove_empty_dir, target)
+            await self.store.remove_target(target)
+
+        await self._locked((path_key(target),), unpublish)
+        return csi_pb2.NodeUnpublishVolumeResponse()
+
+    # ---- stats and expansion -------------------------------------------------------------
+
+    async def _mounted_volume(self, volume_id: str, path: str) -> Mount:
+        """The gluster mount at `path`, or NotFound."""
+        try:
+            paths.validate(path, "volume_path", self.config.kubelet_root)
+        except InvalidArgument as exc:
+            raise NotFound(f"no volume at {path!r}: {exc.message}") from None
+        mount = self.mounter.mount_at(path)
+        if mount is None:
+            exists = await asyncio.to_thread(os.path.lexists, path)
+            raise NotFound(f"nothing is mounted at {path}" if exists else f"{path} does not exist")
+        if mount.fstype != GLUSTER_FSTYPE:
+            raise NotFound(f"{path} holds {mount.fstype}, not a glusterfs volume")
+        record = self.store.get(path) or self.store.owner_of_target(path)
+        if record is not None and record.volume_id != volume_id:
+            raise NotFound(f"{path} holds volume {record.volume_id}, not {volume_id}")
+        return mount
+
+    async def NodeGetVolumeStats(
+        self, request: csi_pb2.NodeGetVolumeStatsRequest, ctx: RpcContext
+    ) -> csi_pb2.NodeGetVolumeStatsResponse:
+        volume_id = _required(request.volume_id, "volume_id")
+        path = _required(request.volume_path, "volume_path")
+        await self._mounted_volume(volume_id, path)
+        try:
+            probe = await self.probe.probe(path)
+        except PathMissing:
+            raise NotFound(f"{path} does not exist") from None
+        if probe.usage is None:
+            return csi_pb2.NodeGetVolumeStatsResponse(
+                volume_condition=csi_pb2.VolumeCondition(
+                    abnormal=True, message=probe.abnormal or "abnormal"
+                )
+            )
+        usage = probe.usage
+        Unit = csi_pb2.VolumeUsage.Unit
+        return csi_pb2.NodeGetVolumeStatsResponse(
+            usage=[
+                csi_pb2.VolumeUsage(
+                    unit=Unit.BYTES,
+                    total=usage.total_bytes,
+                    available=usage.available_bytes,
+                    used=usage.used_bytes,
+                ),
+                csi_pb2.VolumeUsage(
+                    unit=Unit.INODES,
+                    total=usage.total_inodes,
+                    available=usage.free_inodes,
+                    used=usage.used_inodes,
+                ),
+            ],
+            volume_condition=csi_pb2.VolumeCondition(abnormal=False, message="volume is healthy"),
+        )
+
+    async def NodeExpandVolume(
+        self, request: csi_pb2.NodeExpandVolumeRequest, ctx: RpcContext
+    ) -> csi_pb2.NodeExpandVolumeResponse:
+        """Nothing to do on the node (a gluster volume grows on its servers); answer the
+        capacity the mount shows now."""
+        volume_id = _required(request.volume_id, "volume_id")
+        path = _required(request.volume_path, "volume_path")
+        if request.HasField("volume_capability"):
+            mount_flags_of(request.volume_capability, "volume_capability")
+        await self._mounted_volume(volume_id, path)
+        try:
+            probe = await self.probe.probe(path)
+        except PathMissing:
+            raise NotFound(f"{path} does not exist") from None
+        if probe.usage is None:
+            raise Unavailable(f"cannot read the capacity of {path}: {probe.abnormal}")
+        return csi_pb2.NodeExpandVolumeResponse(capacity_bytes=probe.usage.total_bytes)
+
+    # ---- node information ----------------------------------------------------------------
+
+    async def NodeGetCapabilities(
+        self, request: csi_pb2.NodeGetCapabilitiesRequest, ctx: RpcContext
+    ) -> csi_pb2.NodeGetCapabilitiesResponse:
+        return csi_pb2.NodeGetCapabilitiesResponse(
+            capabilities=[
+                csi_pb2.NodeServiceCapability(rpc=_RPC(type=kind)) for kind in CAPABILITIES
+            ]
+        )
+
+    async def NodeGetInfo(
+        self, request: csi_pb2.NodeGetInfoRequest, ctx: RpcContext
+    ) -> csi_pb2.NodeGetInfoResponse:
+        return csi_pb2.NodeGetInfoResponse(node_id=self.config.node_id)

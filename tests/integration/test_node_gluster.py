@@ -1,0 +1,588 @@
+"""The node plugin against a real glusterd and real FUSE mounts, driven over gRPC.
+
+Each test starts `heketi-csi node` on a unix socket with its own kubelet root under tmp_path,
+creates `hcsitest_` gluster volumes with directory bricks, and calls the Node service as
+kubelet does. Everything (mounts, clients, volumes, processes) is removed in `finally`.
+"""
+
+# Checks of local test directories after unmounting are fine on the test's loop.
+# ruff: noqa: ASYNC240
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from services.common.proto import csi_grpc, csi_pb2
+from services.node import mountinfo
+from services.node.mounter import gluster_clients_of
+from tests.support import glusterd
+from tests.support.processes import HEKETI_CSI, ManagedProcess, wait_ready
+
+pytestmark = pytest.mark.gluster
+
+Cap = csi_pb2.VolumeCapability
+RW_CAP = Cap(
+    mount=Cap.MountVolume(), access_mode=Cap.AccessMode(mode=Cap.AccessMode.MULTI_NODE_MULTI_WRITER)
+)
+STATS_TIMEOUT = 2.0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _glusterd() -> None:
+    glusterd.ensure_glusterd()
+
+
+def vol_name() -> str:
+    return f"hcsitest_{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Node:
+    """A running node process and what the test made, for clean-up."""
+
+    tmp: Path
+    root: Path
+    sock: Path
+    proc: ManagedProcess
+    channel: Channel
+    stub: csi_grpc.NodeStub
+    volumes: list[str] = field(default_factory=list)
+    bricks: Path = Path()
+    old_procs: list[ManagedProcess] = field(default_factory=list)
+
+    async def restart(self, repair_interval: float = 0) -> None:
+        """Kill the node process as a dying container would (SIGKILL) and start a new one."""
+        self.channel.close()
+        await self.proc.kill()
+        self.old_procs.append(self.proc)
+        self.proc, self.sock = await start_node(
+            self.tmp, self.root, repair_interval, tag=str(len(self.old_procs) + 1)
+        )
+        self.channel = Channel(path=str(self.sock))
+        self.stub = csi_grpc.NodeStub(self.channel)
+
+    def staging(self, name: str) -> str:
+        return f"{self.root}/plugins/kubernetes.io/csi/glusterfs.heketi.csi.io/{name}/globalmount"
+
+    def target(self, pod: str, name: str) -> str:
+        return f"{self.root}/pods/{pod}/volumes/kubernetes.io~csi/{name}/mount"
+
+    async def new_volume(self) -> str:
+        name = vol_name()
+        self.volumes.append(name)
+        await glusterd.create_volume(name, self.bricks)
+        return name
+
+    async def stage(self, volume: str, *, staging: str | None = None, cap: Cap = RW_CAP) -> str:
+        path = staging or self.staging(volume)
+        await self.stub.NodeStageVolume(
+            csi_pb2.NodeStageVolumeRequest(
+                volume_id=f"id-{volume}",
+                staging_target_path=path,
+                volume_capability=cap,
+                volume_context={"volume": volume, "hosts": glusterd.hostname()},
+            ),
+            timeout=60,
+        )
+        return path
+
+    async def publish(self, volume: str, target: str, readonly: bool = False) -> None:
+        # Kubelet creates the parent of the target; the driver the target itself.
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        await self.stub.NodePublishVolume(
+            csi_pb2.NodePublishVolumeRequest(
+                volume_id=f"id-{volume}",
+                staging_target_path=self.staging(volume),
+                target_path=target,
+                volume_capability=RW_CAP,
+                readonly=readonly,
+            ),
+            timeout=60,
+        )
+
+    async def unpublish(self, volume: str, target: str) -> None:
+        await self.stub.NodeUnpublishVolume(
+            csi_pb2.NodeUnpublishVolumeRequest(volume_id=f"id-{volume}", target_path=target),
+            timeout=60,
+        )
+
+    async def unstage(self, volume: str) -> None:
+        await self.stub.NodeUnstageVolume(
+            csi_pb2.NodeUnstageVolumeRequest(
+                volume_id=f"id-{volume}", staging_target_path=self.staging(volume)
+            ),
+            timeout=60,
+        )
+
+    async def stats(self, volume: str, path: str) -> csi_pb2.NodeGetVolumeStatsResponse:
+        return await self.stub.NodeGetVolumeStats(
+            csi_pb2.NodeGetVolumeStatsRequest(volume_id=f"id-{volume}", volume_path=path),
+            timeout=30,
+        )
+
+    def brick(self, volume: str) -> Path:
+        return self.bricks / volume / "brick0"
+
+    def our_mounts(self) -> list[mountinfo.Mount]:
+        prefix = str(self.root) + "/"
+        return [m for m in mountinfo.read() if m.mount_point.startswith(prefix)]
+
+
+def node_process(
+    tmp: Path, root: Path, sock: Path, repair_interval: float, tag: str
+) -> ManagedProcess:
+    return ManagedProcess(
+        f"node-{tag}",
+        [
+            *HEKETI_CSI, "node",
+            "--endpoint", f"unix://{sock}",
+            "--node-id", "test-node",
+            "--kubelet-root", str(root),
+            "--gluster-log-dir", str(tmp / "gluster-logs"),
+            "--stats-timeout", str(STATS_TIMEOUT),
+            "--mount-timeout", "30",
+            "--repair-interval", str(repair_interval),
+            "--log-format", "json",
+            "--log-level", "debug",
+        ],
+        tmp / f"node-{tag}.log",
+    )  # fmt: skip
+
+
+async def start_node(
+    tmp: Path, root: Path, repair_interval: float = 0, tag: str = "1"
+) -> tuple[ManagedProcess, Path]:
+    sock = tmp / "sock" / "csi.sock"
+    proc = await node_process(tmp, root, sock, repair_interval, tag).start()
+    try:
+        await wait_ready(proc, sock, timeout=30)
+    except BaseException:
+        await proc.kill()
+        raise
+    return proc, sock
+
+
+@contextlib.asynccontextmanager
+async def running_node(tmp: Path, repair_interval: float = 0) -> AsyncIterator[Node]:
+    """A node process on a fresh kubelet root; on exit everything it made is removed."""
+    root = tmp / "kubelet"
+    root.mkdir()
+    n: Node | None = None
+    try:
+        proc, sock = await start_node(tmp, root, repair_interval)
+        channel = Channel(path=str(sock))
+        n = Node(tmp, root, sock, proc, channel, csi_grpc.NodeStub(channel))
+        n.bricks = tmp / "bricks"
+        yield n
+    finally:
+        if n is not None:
+            n.channel.close()
+            await n.proc.stop(timeout=15)
+            for old in n.old_procs:
+                await old.kill()
+        await glusterd.cleanup_mounts_under(root)
+        if n is not None:
+            await asyncio.gather(*(glusterd.delete_volume(v) for v in n.volumes))
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[Node]:
+    async with running_node(tmp_path) as n:
+        yield n
+
+
+def clients_of(path: str) -> list[int]:
+    return gluster_clients_of(path)
+
+
+async def wait_for(predicate, seconds: float, step: float = 0.1) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(predicate):
+            return True
+        await asyncio.sleep(step)
+    return False
+
+
+# ---- tests ---------------------------------------------------------------------------------
+
+
+async def test_stage_publish_write_reaches_the_brick_and_unstage_leaves_nothing(node: Node) -> None:
+    volume = await node.new_volume()
+    staging = await node.stage(volume)
+    target = node.target("pod-a", "pv-a")
+    await node.publish(volume, target)
+
+    # Kubelet repeats calls after restarts and timeouts: both are idempotent.
+    await node.stage(volume)
+    await node.publish(volume, target)
+
+    data = b"written through the pod's path\n"
+    await asyncio.to_thread(Path(target, "hello.txt").write_bytes, data)
+    assert (node.brick(volume) / "hello.txt").read_bytes() == data
+
+    stage_mount = mountinfo.mount_at(mountinfo.read(), staging)
+    target_mount = mountinfo.mount_at(mountinfo.read(), target)
+    assert stage_mount is not None and stage_mount.fstype == "fuse.glusterfs"
+    assert target_mount is not None and target_mount.same_origin(stage_mount)
+    assert mountinfo.count_at(mountinfo.read(), target) == 1  # not bound twice
+
+    stats = await node.stats(volume, target)
+    assert not stats.volume_condition.abnormal
+    by_unit = {u.unit: u for u in stats.usage}
+    assert by_unit[csi_pb2.VolumeUsage.BYTES].total > 0
+    assert by_unit[csi_pb2.VolumeUsage.INODES].used > 0
+
+    expanded = await node.stub.NodeExpandVolume(
+        csi_pb2.NodeExpandVolumeRequest(volume_id=f"id-{volume}", volume_path=target)
+    )
+    assert expanded.capacity_bytes == by_unit[csi_pb2.VolumeUsage.BYTES].total
+
+    log_files = list((node.tmp / "gluster-logs").iterdir())
+    assert [p.name.startswith(volume) for p in log_files] == [True]
+
+    await node.unpublish(volume, target)
+    await node.unpublish(volume, target)  # idempotent
+    await node.unstage(volume)
+    await node.unstage(volume)  # idempotent
+
+    assert node.our_mounts() == []
+    assert not Path(target).exists()
+    assert Path(staging).is_dir()  # the CO's directory stays
+    assert list((node.root / "plugins" / "glusterfs.heketi.csi.io" / "state").iterdir()) == []
+    assert await wait_for(lambda: not clients_of(staging), 10)
+    # The data stays on the volume.
+    assert (node.brick(volume) / "hello.txt").read_bytes() == data
+
+
+async def test_read_only_publish_refuses_writes(node: Node) -> None:
+    volume = await node.new_volume()
+    await node.stage(volume)
+    rw = node.target("pod-rw", "pv")
+    ro = node.target("pod-ro", "pv")
+    await node.publish(volume, rw)
+    await node.publish(volume, ro, readonly=True)
+    await node.publish(volume, ro, readonly=True)
+
+    await asyncio.to_thread(Path(rw, "a.txt").write_text, "a")
+    assert await asyncio.to_thread(Path(ro, "a.txt").read_text) == "a"
+    with pytest.raises(OSError) as exc:
+        await asyncio.to_thread(Path(ro, "b.txt").write_text, "b")
+    assert exc.value.errno == errno.EROFS
+    assert not (node.brick(volume) / "b.txt").exists()
+
+    # The same target asked for read-write now: not what is mounted there.
+    with pytest.raises(GRPCError) as grpc_exc:
+        await node.publish(volume, ro, readonly=False)
+    assert grpc_exc.value.status is Status.ALREADY_EXISTS
+
+    for target in (rw, ro):
+        await node.unpublish(volume, target)
+    await node.unstage(volume)
+    assert node.our_mounts() == []
+
+
+async def test_something_else_mounted_is_already_exists(node: Node) -> None:
+    first, second = await node.new_volume(), await node.new_volume()
+    staging = await node.stage(first)
+    with pytest.raises(GRPCError) as exc:
+        await node.stage(second, staging=staging)
+    assert exc.value.status is Status.ALREADY_EXISTS
+    assert first in (exc.value.message or "") or "already has" in (exc.value.message or "")
+
+    target = node.target("pod", "pv")
+    await node.publish(first, target)
+    await node.stage(second)
+    with pytest.raises(GRPCError) as exc:
+        await node.publish(second, target)
+    assert exc.value.status is Status.ALREADY_EXISTS
+
+    await node.unpublish(first, target)
+    await node.unstage(first)
+    await node.unstage(second)
+    assert node.our_mounts() == []
+
+
+async def test_failed_mount_reports_the_client_log(node: Node) -> None:
+    missing = vol_name()  # never created
+    staging = node.staging(missing)
+    with pytest.raises(GRPCError) as exc:
+        await node.stage(missing)
+    message = exc.value.message or ""
+    assert exc.value.status is Status.INTERNAL
+    assert "gluster client log" in message
+    assert "failed to fetch volume file" in message or "failed to get the 'volume file'" in message
+    assert node.our_mounts() == []
+    assert clients_of(staging) == []
+    assert list((node.root / "plugins" / "glusterfs.heketi.csi.io" / "state").glob("*")) == []
+
+
+async def test_killed_client_stats_abnormal_and_unpublish_unstage_succeed(node: Node) -> None:
+    volume = await node.new_volume()
+    staging = await node.stage(volume)
+    target = node.target("pod", "pv")
+    await node.publish(volume, target)
+    pids = clients_of(staging)
+    assert len(pids) == 1
+    os.kill(pids[0], signal.SIGKILL)
+    assert await wait_for(lambda: not clients_of(staging), 5)
+
+    for path in (target, staging):
+        started = time.monotonic()
+        stats = await node.stats(volume, path)
+        assert time.monotonic() - started < STATS_TIMEOUT + 1
+        assert stats.volume_condition.abnormal
+        # ENOTCONN, or ECONNABORTED for the first request after the abort.
+        message = stats.volume_condition.message
+        assert "not connected" in message or "connection abort" in message
+
+    await node.unpublish(volume, target)
+    await node.unstage(volume)
+    assert node.our_mounts() == []
+    assert not Path(target).exists()
+
+
+async def test_hung_mount_stats_answer_promptly(node: Node, tmp_path: Path) -> None:
+    """A gluster client that never gets its volfile leaves a FUSE mount whose stat hangs."""
+    from services.node.mounter import Mounter, MountTimeout
+
+    silent = await asyncio.start_server(lambda r, w: None, host="0.0.0.0", port=0)
+    port = silent.sockets[0].getsockname()[1]
+    target = node.target("pod-hung", "pv")
+    os.makedirs(target)
+    mounter = Mounter()
+    hung = asyncio.create_task(
+        mounter.mount_glusterfs(
+            f"{glusterd.hostname()}:nothing", target,
+            [f"server-port={port}", f"log-file={tmp_path}/hung.log"], f"{tmp_path}/hung.log", 20,
+        )
+    )  # fmt: skip
+    try:
+        assert await wait_for(lambda: mountinfo.mount_at(mountinfo.read(), target) is not None, 10)
+        for _ in range(3):  # kubelet polls again: each answer is prompt
+            started = time.monotonic()
+            stats = await node.stats("x", target)
+            assert time.monotonic() - started < STATS_TIMEOUT + 1
+            assert stats.volume_condition.abnormal
+            assert "did not answer" in stats.volume_condition.message
+        # Unpublish works on the hung mount and removes the directory.
+        await node.unpublish("x", target)
+        assert mountinfo.mount_at(mountinfo.read(), target) is None
+        assert not Path(target).exists()
+    finally:
+        hung.cancel()
+        with pytest.raises((asyncio.CancelledError, MountTimeout)):
+            await hung
+        silent.close()
+
+
+async def test_mount_timeout_kills_the_client_and_leaves_nothing_mounted(tmp_path: Path) -> None:
+    from services.node.mounter import Mounter, MountTimeout
+
+    silent = await asyncio.start_server(lambda r, w: None, host="0.0.0.0", port=0)
+    port = silent.sockets[0].getsockname()[1]
+    target = tmp_path / "kubelet" / "hang"
+    target.mkdir(parents=True)
+    log = tmp_path / "hang.log"
+    try:
+        started = time.monotonic()
+        with pytest.raises(MountTimeout) as exc:
+            await Mounter().mount_glusterfs(
+                f"{glusterd.hostname()}:nothing", str(target),
+                [f"server-port={port}", f"log-file={log}"], str(log), 2,
+            )  # fmt: skip
+        assert time.monotonic() - started < 8
+        assert "gluster client" in exc.value.message
+        assert mountinfo.mount_at(mountinfo.read(), str(target)) is None
+        assert clients_of(str(target)) == []
+        # The path is usable again at once: the next mount is not poisoned.
+        assert await asyncio.to_thread(os.listdir, target) == []
+    finally:
+        silent.close()
+        await glusterd.cleanup_mounts_under(tmp_path)
+
+
+async def test_twenty_volumes_staged_and_published_concurrently(node: Node) -> None:
+    volumes = await asyncio.gather(*(node.new_volume() for _ in range(20)))
+    targets = {v: node.target(f"pod-{v}", "pv") for v in volumes}
+
+    async def up(volume: str) -> None:
+        await node.stage(volume)
+        await node.publish(volume, targets[volume])
+
+    started = time.monotonic()
+    await asyncio.gather(*(up(v) for v in volumes))
+    elapsed = time.monotonic() - started
+    print(f"20 volumes staged and published in {elapsed:.2f} s")
+
+    for volume in volumes:
+        await asyncio.to_thread(Path(targets[volume], "id").write_text, volume)
+    for volume in volumes:
+        assert (node.brick(volume) / "id").read_text() == volume
+
+    async def down(volume: str) -> None:
+        await node.unpublish(volume, targets[volume])
+        await node.unstage(volume)
+
+    await asyncio.gather(*(down(v) for v in volumes))
+    assert node.our_mounts() == []
+
+
+# ---- repair -------------------------------------------------------------------------------
+
+
+async def kill_client(staging: str) -> None:
+    pids = clients_of(staging)
+    assert len(pids) == 1, pids
+    os.kill(pids[0], signal.SIGKILL)
+    assert await wait_for(lambda: not clients_of(staging), 5)
+
+
+def readable(path: str, name: str, expected: str) -> bool:
+    try:
+        return Path(path, name).read_text() == expected
+    except OSError:
+        return False
+
+
+async def assert_broken(path: str) -> None:
+    with pytest.raises(OSError) as exc:
+        await asyncio.to_thread(os.statvfs, path)
+    assert exc.value.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+
+
+async def staged_with_targets(node: Node) -> tuple[str, str, str, str]:
+    volume = await node.new_volume()
+    staging = await node.stage(volume)
+    rw, ro = node.target("pod-rw", "pv"), node.target("pod-ro", "pv")
+    await node.publish(volume, rw)
+    await node.publish(volume, ro, readonly=True)
+    await asyncio.to_thread(Path(rw, "before.txt").write_text, "before")
+    return volume, staging, rw, ro
+
+
+async def assert_repaired(node: Node, volume: str, staging: str, rw: str, ro: str) -> None:
+    # Reads and writes work again through the original target paths ...
+    assert await wait_for(lambda: readable(rw, "before.txt", "before"), 15, 0.2), (
+        node.proc.log_text()[-3000:]
+    )
+    assert await wait_for(lambda: readable(ro, "before.txt", "before"), 5, 0.2)
+    await asyncio.to_thread(Path(rw, "after.txt").write_text, "after")
+    assert (node.brick(volume) / "after.txt").read_text() == "after"
+    assert await asyncio.to_thread(readable, ro, "after.txt", "after")
+    # ... the read-only target is still read-only, nothing is mounted twice ...
+    with pytest.raises(OSError) as exc:
+        await asyncio.to_thread(Path(ro, "x.txt").write_text, "x")
+    assert exc.value.errno == errno.EROFS
+    mounts = mountinfo.read()
+    for path in (staging, rw, ro):
+        assert mountinfo.count_at(mounts, path) == 1, path
+    stage = mountinfo.mount_at(mounts, staging)
+    assert stage is not None
+    assert all(mountinfo.mount_at(mounts, t).same_origin(stage) for t in (rw, ro))  # type: ignore[union-attr]
+    stats = await node.stats(volume, rw)
+    assert not stats.volume_condition.abnormal
+    # ... and the usual tear-down still leaves nothing behind.
+    await node.unpublish(volume, rw)
+    await node.unpublish(volume, ro)
+    await node.unstage(volume)
+    assert node.our_mounts() == []
+
+
+async def test_periodic_repair_restores_a_killed_client(tmp_path: Path) -> None:
+    async with running_node(tmp_path, repair_interval=1) as node:
+        volume, staging, rw, ro = await staged_with_targets(node)
+        await kill_client(staging)
+        await assert_repaired(node, volume, staging, rw, ro)
+        assert "repaired staged volume" in node.proc.log_text()
+
+
+async def test_repair_at_start_up_after_the_node_container_died(tmp_path: Path) -> None:
+    """The node process and its gluster client die together (container restart); the new
+    node process knows nothing in memory and repairs from its state files and mountinfo."""
+    async with running_node(tmp_path, repair_interval=0) as node:
+        volume, staging, rw, ro = await staged_with_targets(node)
+        await node.proc.kill()
+        await kill_client(staging)
+        await assert_broken(rw)
+        await node.restart(repair_interval=0)
+        await assert_repaired(node, volume, staging, rw, ro)
+
+
+async def test_stage_again_repairs_a_broken_stage(node: Node) -> None:
+    """Kubelet re-stages after its own restart: a dead stage is re-mounted and re-bound."""
+    volume, staging, rw, ro = await staged_with_targets(node)
+    await kill_client(staging)
+    await assert_broken(rw)
+    await node.stage(volume)
+    await assert_repaired(node, volume, staging, rw, ro)
+
+
+async def test_mount_flags_reach_the_mount_and_bad_ones_are_refused(node: Node) -> None:
+    volume = await node.new_volume()
+    ro_cap = Cap(
+        mount=Cap.MountVolume(mount_flags=["ro", "noatime"]),
+        access_mode=Cap.AccessMode(mode=Cap.AccessMode.MULTI_NODE_READER_ONLY),
+    )
+    staging = await node.stage(volume, cap=ro_cap)
+    await node.stage(volume, cap=ro_cap)  # idempotent with the same flags
+    mount = mountinfo.mount_at(mountinfo.read(), staging)
+    assert mount is not None and mount.readonly and "noatime" in mount.options
+    # The same staging path asked for read-write: incompatible with what is mounted.
+    with pytest.raises(GRPCError) as exc:
+        await node.stage(volume)
+    assert exc.value.status is Status.ALREADY_EXISTS
+    with pytest.raises(OSError) as os_exc:
+        await asyncio.to_thread(Path(staging, "x").write_text, "x")
+    assert os_exc.value.errno == errno.EROFS
+    await node.unstage(volume)
+
+    other = await node.new_volume()
+    for flags in (["bind"], ["noatime,log-file=/tmp/x"], ["ro rw"]):
+        bad = Cap(
+            mount=Cap.MountVolume(mount_flags=flags),
+            access_mode=Cap.AccessMode(mode=Cap.AccessMode.MULTI_NODE_MULTI_WRITER),
+        )
+        with pytest.raises(GRPCError) as exc:
+            await node.stage(other, cap=bad)
+        assert exc.value.status is Status.INVALID_ARGUMENT, flags
+    assert node.our_mounts() == []
+
+
+async def test_identity_and_node_info_over_the_socket(node: Node) -> None:
+    identity = csi_grpc.IdentityStub(node.channel)
+    assert (await identity.Probe(csi_pb2.ProbeRequest())).ready.value is True
+    caps = await identity.GetPluginCapabilities(csi_pb2.GetPluginCapabilitiesRequest())
+    assert list(caps.capabilities) == []  # a node-only process: no CONTROLLER_SERVICE
+    info = await node.stub.NodeGetInfo(csi_pb2.NodeGetInfoRequest())
+    assert info.node_id == "test-node"
+    with pytest.raises(GRPCError) as exc:
+        await node.stub.NodeGetVolumeStats(
+            csi_pb2.NodeGetVolumeStatsRequest(volume_id="v", volume_path="some/path")
+        )
+    assert exc.value.status is Status.NOT_FOUND
+
+
+async def test_node_id_is_required_at_start_up(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KUBE_NODE_NAME"}
+    proc = await asyncio.create_subprocess_exec(
+        *HEKETI_CSI, "node", "--endpoint", f"unix://{tmp_path}/csi.sock",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode != 0
+    assert b"--node-id" in out
