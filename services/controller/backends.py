@@ -196,6 +196,25 @@ class BackendRegistry:
                                error=str(exc), retry_in_s=retry_interval)
                     await asyncio.sleep(retry_interval)
 
+    async def resync_forever(self, interval: float) -> None:
+        """Keep configured backends' indexes in step with changes made outside the driver."""
+        while True:
+            await asyncio.sleep(interval)
+            for name, index in list(self._indexes.items()):
+                if name not in self._configured or not index.ready:
+                    continue
+                try:
+                    client = self._client(name, self._configured[name].url,
+                                          *self._credentials(self._configured[name], {}, None),
+                                          self._configured[name].ca_file)
+                    added, removed = await index.resync(client,
+                                                        self._settings.index_concurrency)
+                except Exception as exc:  # logged; the next round retries
+                    _log.warning("index resync failed", backend=name, error=str(exc))
+                    continue
+                if added or removed:
+                    _log.info("index resynced", backend=name, added=added, removed=removed)
+
     def ready(self) -> bool:
         return all(
             (idx := self._indexes.get(name)) is not None and idx.ready

@@ -96,6 +96,19 @@ class VolumeIndex:
             await self._read(client, unseen, concurrency)
         return len(unseen)
 
+    async def resync(self, client: HeketiClient, concurrency: int = 16) -> tuple[int, int]:
+        """Follow changes made outside the driver: forget volumes Heketi no longer lists and
+        read the ones never seen. One list request plus one read per new volume; returns
+        (added, removed)."""
+        ids = set(await client.list_volume_ids())
+        gone = [v for v in (*self._by_id, *self._foreign) if v not in ids]
+        for volume_id in gone:
+            self.remove(volume_id)
+        unseen = [v for v in ids if v not in self._by_id and v not in self._foreign]
+        if unseen:
+            await self._read(client, unseen, concurrency)
+        return len(unseen), len(gone)
+
     # --- keeping current ------------------------------------------------------------
     def add(self, info: VolumeInfo) -> Entry | None:
         entry = entry_for(info)

@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              help="mutating Heketi operations run at once per backend; more wait in the driver")
     add_flag(parser, "--heketi-timeout", env="HEKETI_TIMEOUT", default="30", type=float,
              help="deadline in seconds of one HTTP request to Heketi")
+    add_flag(parser, "--resync-interval", env="RESYNC_INTERVAL", default="300", type=float,
+             help="seconds between re-reads of Heketi's volume list, to follow volumes "
+                  "added or deleted outside the driver; 0 turns it off")
     add_flag(parser, "--node-check", env="NODE_CHECK", default="kubernetes",
              help="how ControllerPublishVolume checks node ids: kubernetes (CSINode objects), "
                   "static (--static-node-ids) or none")
@@ -91,6 +94,8 @@ async def run(args: argparse.Namespace) -> int:
         nonlocal metrics
         metrics = await start_metrics_server(args.metrics_port)
         tasks.append(asyncio.create_task(registry.warm_up()))
+        if args.resync_interval > 0:
+            tasks.append(asyncio.create_task(registry.resync_forever(args.resync_interval)))
 
     async def on_stop() -> None:
         for task in tasks:

@@ -327,3 +327,26 @@ async def test_sigkill_during_twenty_creates_leaves_exactly_one_volume_per_name(
     finally:
         restarted.channel.close()
         await restarted.proc.stop()
+
+
+async def test_resync_follows_deletes_made_outside_the_driver(tmp_path, sim):
+    controller = await start_controller(tmp_path, sim.url, "resync", "--resync-interval", "0.5")
+    try:
+        await wait_ready(controller.proc, controller.socket)
+        kept = (await controller.stub.CreateVolume(create_request("pvc-kept"))).volume.volume_id
+        gone = (await controller.stub.CreateVolume(create_request("pvc-gone"))).volume.volume_id
+        from services.controller.heketi import HeketiClient
+
+        async with HeketiClient(sim.url, "admin", KEY) as client:
+            await client.delete_volume(gone.split(":")[-1])  # an administrator, by hand
+        listed: set[str] = set()
+        for _ in range(40):
+            reply = await controller.stub.ListVolumes(csi_pb2.ListVolumesRequest())
+            listed = {e.volume.volume_id for e in reply.entries}
+            if gone not in listed:
+                break
+            await asyncio.sleep(0.25)
+        assert listed == {kept}
+    finally:
+        controller.channel.close()
+        await controller.proc.stop()

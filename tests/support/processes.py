@@ -89,10 +89,14 @@ async def probe(socket: Path, timeout: float = 2.0) -> bool:
         reply = await csi_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest(),
                                                            timeout=timeout)
         return reply.ready.value
-    except (OSError, asyncio.TimeoutError, Exception):  # noqa: BLE001 - any failure: not ready
+    except Exception:  # any failure (refused, timeout, gRPC error) means not ready
         return False
     finally:
         channel.close()
+
+
+def _exists(path: Path) -> bool:
+    return path.exists()
 
 
 async def wait_ready(proc: ManagedProcess, socket: Path, timeout: float = 30.0,
@@ -103,7 +107,7 @@ async def wait_ready(proc: ManagedProcess, socket: Path, timeout: float = 30.0,
         if not proc.running:
             raise RuntimeError(f"{proc.name} exited with {proc.proc and proc.proc.returncode}:"
                                f"\n{proc.log_text()[-3000:]}")
-        if socket.exists():
+        if _exists(socket):
             if not need_ready:
                 return
             if await probe(socket):
