@@ -7,10 +7,8 @@ import asyncio
 import os
 
 from services.common.config import add_common_flags, add_flag, read_secret_file
-from services.common.identity import IdentityService, expansion_capability, service_capability
+from services.common.identity import IdentityService, csi_servables
 from services.common.metrics import start_metrics_server
-from services.common.proto import csi_grpc, csi_pb2
-from services.common.rpc import servable
 from services.common.server import StartupError, run_grpc_server
 from services.controller.backends import (
     BackendConfig,
@@ -81,12 +79,7 @@ async def run(args: argparse.Namespace) -> int:
     async def ready() -> bool:
         return registry.ready()
 
-    identity = IdentityService(
-        args.driver_name,
-        [service_capability(csi_pb2.PluginCapability.Service.CONTROLLER_SERVICE),
-         expansion_capability(csi_pb2.PluginCapability.VolumeExpansion.ONLINE)],
-        ready,
-    )
+    identity = IdentityService(args.driver_name, ready)
     tasks: list[asyncio.Task[None]] = []
     metrics = None
 
@@ -108,6 +101,6 @@ async def run(args: argparse.Namespace) -> int:
 
     return await run_grpc_server(
         args.endpoint,
-        [servable(identity, csi_grpc.IdentityBase), servable(service, csi_grpc.ControllerBase)],
+        csi_servables(identity, controller=service),
         on_start=on_start, on_stop=on_stop, grace=args.grace_period,
     )

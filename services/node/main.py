@@ -12,11 +12,9 @@ from aiohttp import web
 
 from services.common.config import add_common_flags, add_flag
 from services.common.errors import InvalidArgument
-from services.common.identity import IdentityService
+from services.common.identity import IdentityService, csi_servables
 from services.common.logging import get_logger
 from services.common.metrics import start_metrics_server
-from services.common.proto import csi_grpc
-from services.common.rpc import servable
 from services.common.server import run_grpc_server
 from services.node.fsstat import FsProbe
 from services.node.locks import OperationLocks
@@ -151,7 +149,7 @@ async def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     node = build_service(args)
     await node.store.load()
-    identity = IdentityService(args.driver_name, [], readiness)
+    identity = IdentityService(args.driver_name, readiness)
     repair_task: asyncio.Task[None] | None = None
     metrics: web.AppRunner | None = None
 
@@ -179,7 +177,7 @@ async def run(args: argparse.Namespace) -> int:
 
     return await run_grpc_server(
         args.endpoint,
-        [servable(identity, csi_grpc.IdentityBase), servable(node, csi_grpc.NodeBase)],
+        csi_servables(identity, node=node),
         on_start=on_start,
         on_stop=on_stop,
         grace=args.grace_period,

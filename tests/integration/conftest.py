@@ -1,0 +1,80 @@
+"""Shared fixtures for the integration tests: one local cluster for the whole session.
+
+    async def test_something(cluster, controller_client, node_client):
+        volume = await controller_client.create_volume("pvc-x", GIB)
+        try:
+            staging = cluster.staging_path(volume.volume_id)
+            await node_client.stage(volume.volume_id, staging,
+                                    volume_context=dict(volume.volume_context))
+            ...
+        finally:
+            ... unstage, delete ...
+        assert await cluster.leftovers() == []   # nothing mounted, no volume left
+
+- `cluster` (session): a started `LocalCluster` (tests/support/launcher.py): the Heketi
+  simulator on the local glusterd, controller, node, registrar and kubelet simulator, all
+  real processes. Read its paths, URLs and keys (`controller_socket`, `node_socket`,
+  `kubelet_root`, `heketi_url`, `admin_key`, `node_id`, `registration_dir`,
+  `registrar_health_url`, `staging_path(volume_id)`, `pod_target_path(pod, pv)`). It is
+  shared: delete what you create, and do not leave processes stopped.
+- `cluster_runner` (session): the `BackgroundCluster` that runs it in its own thread. Touch
+  the cluster's processes through it: `await cluster_runner.acall(cluster.restart("node"))`.
+- `controller_client`, `node_client`: a `CsiClient` (tests/support/csi_client.py) on each
+  socket, per test.
+- A test that needs a cluster of its own (other flags, crashing things) uses
+  `async with LocalCluster(node_args=[...]) as mine:` directly; it is torn down at the end.
+
+With HEKETI_TEST_URL and HEKETI_TEST_ADMIN_KEY set, the shared cluster's controller talks to
+that (real) Heketi instead of the simulator.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.csi_client import CsiClient
+from tests.support.launcher import BackgroundCluster, ClusterError, LocalCluster
+
+
+def cluster_options() -> dict[str, Any]:
+    """LocalCluster keyword arguments for the shared cluster (a real Heketi from the env)."""
+    url = os.environ.get("HEKETI_TEST_URL")
+    if url:
+        return {"heketi_url": url, "admin_key": os.environ.get("HEKETI_TEST_ADMIN_KEY", "")}
+    return {}
+
+
+@pytest.fixture(scope="session")
+def cluster_runner() -> Iterator[BackgroundCluster]:
+    runner = BackgroundCluster(**cluster_options())
+    try:
+        runner.start()
+    except ClusterError as exc:
+        pytest.fail(f"the local cluster did not start:\n{exc}", pytrace=False)
+    yield runner
+    report = runner.stop()
+    if report is not None and not report.clean:
+        pytest.fail("the local cluster's teardown left things behind:\n" + report.text(),
+                    pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def cluster(cluster_runner: BackgroundCluster) -> LocalCluster:
+    assert cluster_runner.cluster is not None
+    return cluster_runner.cluster
+
+
+@pytest.fixture
+async def controller_client(cluster: LocalCluster) -> AsyncIterator[CsiClient]:
+    async with CsiClient(cluster.controller_socket) as client:
+        yield client
+
+
+@pytest.fixture
+async def node_client(cluster: LocalCluster) -> AsyncIterator[CsiClient]:
+    async with CsiClient(cluster.node_socket) as client:
+        yield client

@@ -1,0 +1,851 @@
+"""The local cluster: every process of the driver, plus its surroundings, on unix sockets.
+
+One harness for the demo, the integration tests, the conformance run and the benchmarks.
+`LocalCluster` starts, as separate processes in a fresh base directory:
+
+1. the Heketi simulator (`python -m tests.support.heketi_sim`), backed by the local glusterd
+   (bricks under `<base>/bricks`), or a real Heketi given by URL and key instead;
+2. the controller (`heketi-csi controller`), on `<base>/controller/csi.sock`;
+3. the node plugin (`heketi-csi node`) with its kubelet root `<base>/kubelet`, on
+   `<base>/kubelet/plugins/<driver>/csi.sock`, as kubelet would find it;
+4. the registrar (`heketi-csi registrar`), on `<base>/kubelet/plugins_registry/`, with
+   /healthz on a free local port;
+5. the kubelet simulator (`python -m tests.support.kubelet_sim`), which registers the node
+   plugin through the registrar.
+
+It waits until each answers (Probe, /hello, /healthz, the registration), and tears everything
+down on exit, also after a failure or a cancellation (Ctrl-C): processes (SIGTERM, then
+SIGKILL), mounts under the base directory (`umount`, then `umount -l`), the simulator (which
+deletes its gluster volumes), any gluster volume still having a brick under the base
+directory, and finally the directory.
+
+    async with LocalCluster() as cluster:
+        print(cluster.summary())
+        async with CsiClient(cluster.controller_socket) as csi: ...
+
+`python -m tests.support.launcher` (`make up`) keeps a cluster running until Ctrl-C/SIGTERM.
+Tests that want one cluster for a whole session from synchronous fixtures use
+`BackgroundCluster`, which runs a LocalCluster in an event loop of its own thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import aiohttp
+
+from services.common.config import DEFAULT_DRIVER_NAME
+from services.common.errors import InvalidArgument
+from services.node import mountinfo
+from services.node.paths import validate_for_helper
+from tests.support import glusterd
+from tests.support.processes import HEKETI_CSI, ManagedProcess, wait_ready
+
+T = TypeVar("T")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SIM_MODULE = "tests.support.heketi_sim"
+KUBELET_SIM_MODULE = "tests.support.kubelet_sim"
+# The longest path a unix socket address can hold (sun_path is 108 bytes with the NUL).
+MAX_SOCKET_PATH = 107
+# Order in which processes start; teardown stops them in reverse (the simulator last).
+START_ORDER = ("heketi-sim", "controller", "node", "registrar", "kubelet-sim")
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+SIM_STOP_TIMEOUT = 120.0  # it stops and deletes each of its gluster volumes
+UMOUNT_TIMEOUT = 15.0
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not start (the message carries the failing process's log tail)."""
+
+
+@dataclass
+class TeardownReport:
+    """What the teardown did, and what it could not undo."""
+
+    stopped: list[str] = field(default_factory=list)
+    crashed: list[str] = field(default_factory=list)
+    unmounted: list[str] = field(default_factory=list)
+    deleted_volumes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """Whether nothing was left behind (crashed processes do not count)."""
+        return not self.problems
+
+    def text(self) -> str:
+        lines = [f"stopped: {', '.join(self.stopped) or '-'}"]
+        if self.crashed:
+            lines.append(f"had exited before (or failed at) SIGTERM: {', '.join(self.crashed)}")
+        if self.unmounted:
+            lines.append(f"unmounted leftovers: {', '.join(self.unmounted)}")
+        if self.deleted_volumes:
+            lines.append(f"deleted leftover gluster volumes: {', '.join(self.deleted_volumes)}")
+        lines.extend(f"PROBLEM: {p}" for p in self.problems)
+        return "\n".join(lines)
+
+
+# --- helpers on the machine's state -----------------------------------------------------------
+def _under(path: str, base: Path) -> bool:
+    root = str(base)
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def mounts_under(base: Path) -> list[mountinfo.Mount]:
+    """Mounts whose mount point lies in `base` (or is it), newest first."""
+    found = [m for m in mountinfo.read()
+             if _under(m.mount_point, base)]
+    return sorted(found, key=lambda m: m.mount_id, reverse=True)
+
+
+async def _run(argv: Sequence[str], timeout: float) -> tuple[int, str]:
+    """Run a command; (exit code, stderr+stdout). Killed at the deadline (exit code -9)."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        return -9, f"no answer within {timeout:.0f} s"
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace").strip()
+
+
+async def unmount_all_under(base: Path, report: TeardownReport) -> None:
+    """Unmount everything mounted in `base`: `umount`, then `umount -l` for a stuck one."""
+    for _attempt in range(3):
+        mounts = mounts_under(base)
+        if not mounts:
+            return
+        for mount in mounts:
+            code, _ = await _run(["umount", mount.mount_point], UMOUNT_TIMEOUT)
+            if code != 0:
+                code, _ = await _run(["umount", "-l", mount.mount_point], UMOUNT_TIMEOUT)
+            if code == 0:
+                report.unmounted.append(mount.mount_point)
+    left = mounts_under(base)
+    if left:
+        report.problems.append(
+            "still mounted: " + ", ".join(m.mount_point for m in left))
+
+
+async def gluster_volumes_with_bricks_under(base: Path) -> list[str]:
+    """Names of gluster volumes (on this glusterd) with at least one brick in `base`."""
+    code, out = await _run(["gluster", "--mode=script", "--xml", "volume", "info"], 60)
+    if code != 0:
+        raise RuntimeError(f"gluster volume info: {out}")
+    root = ET.fromstring(out)
+    names = []
+    for volume in root.iterfind("volInfo/volumes/volume"):
+        for brick in volume.iterfind("bricks/brick"):
+            _host, _, path = (brick.findtext("name") or "").partition(":")
+            if path and _under(path, base):
+                names.append(volume.findtext("name") or "")
+                break
+    return [n for n in names if n]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _new_base_dir() -> Path:
+    """A fresh private directory with a short name the gluster mount helper accepts."""
+    parent = Path(tempfile.gettempdir())
+    for _ in range(100):
+        path = parent / f"hcsi-{secrets.token_hex(4)}"
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        return path
+    raise ClusterError(f"cannot create a directory in {parent}")
+
+
+def _tail(proc: ManagedProcess, chars: int = 3000) -> str:
+    text = proc.log_text()[-chars:]
+    return f"--- last lines of {proc.log_path} ---\n{text}" if text else \
+        f"--- {proc.log_path} is empty ---"
+
+
+async def wait_http(proc: ManagedProcess, url: str, timeout: float = READY_TIMEOUT) -> None:
+    """Wait until GET `url` answers 200 (while `proc` keeps running)."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while time.monotonic() < deadline:
+            if not proc.running:
+                raise ClusterError(f"{proc.name} exited with {proc.proc and proc.proc.returncode}"
+                                   f"\n{_tail(proc)}")
+            try:
+                async with session.get(url) as reply:
+                    if reply.status == 200:
+                        return
+                    last = f"HTTP {reply.status}: {(await reply.text())[:200]}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            await asyncio.sleep(0.1)
+    raise ClusterError(f"{proc.name}: {url} not ready after {timeout:.0f} s ({last})\n"
+                       f"{_tail(proc)}")
+
+
+async def wait_log_line(proc: ManagedProcess, predicate: Callable[[str], bool],
+                        what: str, timeout: float = READY_TIMEOUT) -> str:
+    """Wait until a line of `proc`'s log satisfies `predicate`; return that line."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in proc.log_text().splitlines():
+            if predicate(line):
+                return line
+        if not proc.running:
+            raise ClusterError(f"{proc.name} exited with {proc.proc and proc.proc.returncode} "
+                               f"before {what}\n{_tail(proc)}")
+        await asyncio.sleep(0.05)
+    raise ClusterError(f"{proc.name}: no {what} after {timeout:.0f} s\n{_tail(proc)}")
+
+
+def _json_line(line: str) -> dict[str, Any]:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# --- the cluster ------------------------------------------------------------------------------
+class LocalCluster:
+    """The driver's processes and their surroundings, in one base directory.
+
+    base_dir: where everything lives (default: a fresh `$TMPDIR/hcsi-<random>`); it must be
+      short (socket paths) and made of characters the gluster mount helper accepts
+      (letters, digits and `._~@%+:=/-`: pytest's `tmp_path` does not qualify).
+    glusterd: back the simulator with the local glusterd, so that volumes really mount. With
+      False the simulator keeps volumes in memory (controller-only work; stage fails).
+    heketi_url/admin_key: use this (real) Heketi instead of starting the simulator.
+    sim_args/controller_args/node_args/registrar_args: extra command-line arguments.
+    kubelet: start the registrar and the kubelet simulator (on by default).
+    keep_logs: leave `<base>/logs` behind at teardown (everything else is removed).
+    """
+
+    def __init__(
+        self,
+        base_dir: Path | str | None = None,
+        *,
+        glusterd: bool = True,
+        sim_args: Sequence[str] = (),
+        controller_args: Sequence[str] = (),
+        node_args: Sequence[str] = (),
+        registrar_args: Sequence[str] = (),
+        kubelet: bool = True,
+        heketi_url: str | None = None,
+        admin_key: str | None = None,
+        driver_name: str = DEFAULT_DRIVER_NAME,
+        node_id: str | None = None,
+        keep_logs: bool = False,
+        ready_timeout: float = READY_TIMEOUT,
+        log_format: str = "console",
+    ) -> None:
+        self._given_base = Path(base_dir).absolute() if base_dir is not None else None
+        self.use_glusterd = glusterd and heketi_url is None
+        self.external_heketi = heketi_url is not None
+        self.sim_args = list(sim_args)
+        self.controller_args = list(controller_args)
+        self.node_args = list(node_args)
+        self.registrar_args = list(registrar_args)
+        self.with_kubelet = kubelet
+        self.driver_name = driver_name
+        self.node_id = node_id or socket.gethostname()
+        self.keep_logs = keep_logs
+        self.ready_timeout = ready_timeout
+        self.log_format = log_format
+        self.heketi_url = heketi_url.rstrip("/") if heketi_url else ""
+        self.admin_key = admin_key if admin_key is not None else secrets.token_hex(16)
+        self.user_key = secrets.token_hex(16)
+        self.processes: dict[str, ManagedProcess] = {}
+        self.teardown_report: TeardownReport | None = None
+        self.started = False
+        self._created_base = False
+        self._base: Path | None = None
+        self._registrar_port = 0
+
+    # --- paths --------------------------------------------------------------------------
+    @property
+    def base_dir(self) -> Path:
+        if self._base is None:
+            raise RuntimeError("the cluster has not been started")
+        return self._base
+
+    @property
+    def kubelet_root(self) -> Path:
+        return self.base_dir / "kubelet"
+
+    @property
+    def controller_socket(self) -> Path:
+        return self.base_dir / "controller" / "csi.sock"
+
+    @property
+    def node_socket(self) -> Path:
+        return self.kubelet_root / "plugins" / self.driver_name / "csi.sock"
+
+    @property
+    def controller_endpoint(self) -> str:
+        return f"unix://{self.controller_socket}"
+
+    @property
+    def node_endpoint(self) -> str:
+        return f"unix://{self.node_socket}"
+
+    @property
+    def registration_dir(self) -> Path:
+        return self.kubelet_root / "plugins_registry"
+
+    @property
+    def registration_socket(self) -> Path:
+        return self.registration_dir / f"{self.driver_name}-reg.sock"
+
+    @property
+    def registrar_health_url(self) -> str:
+        return f"http://127.0.0.1:{self._registrar_port}/healthz" if self._registrar_port else ""
+
+    @property
+    def brick_root(self) -> Path:
+        return self.base_dir / "bricks"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.base_dir / "logs"
+
+    @property
+    def gluster_log_dir(self) -> Path:
+        return self.base_dir / "gluster-logs"
+
+    @property
+    def key_file(self) -> Path:
+        return self.base_dir / "heketi-admin.key"
+
+    def staging_path(self, volume_id: str) -> Path:
+        """Where kubelet would stage `volume_id` (its parent exists after this call)."""
+        digest = hashlib.sha256(volume_id.encode()).hexdigest()
+        path = (self.kubelet_root / "plugins" / "kubernetes.io" / "csi" / self.driver_name
+                / digest / "globalmount")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def pod_target_path(self, pod_uid: str, pv_name: str) -> Path:
+        """Where kubelet would publish `pv_name` for pod `pod_uid` (parent created)."""
+        path = (self.kubelet_root / "pods" / pod_uid / "volumes" / "kubernetes.io~csi"
+                / pv_name / "mount")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # --- process handles ----------------------------------------------------------------
+    @property
+    def heketi_sim(self) -> ManagedProcess | None:
+        return self.processes.get("heketi-sim")
+
+    @property
+    def controller(self) -> ManagedProcess:
+        return self.processes["controller"]
+
+    @property
+    def node(self) -> ManagedProcess:
+        return self.processes["node"]
+
+    @property
+    def registrar(self) -> ManagedProcess | None:
+        return self.processes.get("registrar")
+
+    @property
+    def kubelet_sim(self) -> ManagedProcess | None:
+        return self.processes.get("kubelet-sim")
+
+    # --- lifetime -----------------------------------------------------------------------
+    async def __aenter__(self) -> LocalCluster:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        report = await self.stop()
+        if exc_type is None and not report.clean:
+            raise ClusterError("local cluster teardown left things behind:\n" + report.text())
+
+    async def start(self) -> None:
+        """Start every process and wait until each is ready; on any failure (or
+        cancellation) tear down what was started, then raise."""
+        if self.started:
+            raise RuntimeError("the cluster is already started")
+        self.started = True
+        try:
+            self._prepare_dirs()
+            await self._start_all()
+        except BaseException:
+            report = await self.stop()
+            if not report.clean:
+                print("local cluster: teardown after a failed start left things behind:\n"
+                      + report.text(), file=sys.stderr)
+            raise
+
+    def _prepare_dirs(self) -> None:
+        if self._given_base is None:
+            self._base = _new_base_dir()
+            self._created_base = True
+        else:
+            self._base = self._given_base
+            self._created_base = not self._base.exists()
+            self._base.mkdir(parents=True, exist_ok=True)
+        self._check_paths()
+        for path in (self.kubelet_root / "pods", self.registration_dir, self.node_socket.parent,
+                     self.kubelet_root / "plugins" / "kubernetes.io" / "csi",
+                     self.controller_socket.parent, self.log_dir, self.gluster_log_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        if self.use_glusterd:
+            self.brick_root.mkdir(exist_ok=True)
+        fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as key:
+            key.write(self.admin_key + "\n")
+
+    def _check_paths(self) -> None:
+        try:
+            validate_for_helper(str(self.base_dir), "base_dir")
+        except InvalidArgument as exc:
+            self._abandon_base()
+            raise ClusterError(f"{exc}; leave base_dir unset for a fresh temporary "
+                               "directory") from None
+        longest = max((self.node_socket, self.controller_socket,
+                       self.registration_socket), key=lambda p: len(str(p)))
+        if len(str(longest)) > MAX_SOCKET_PATH:
+            message = (f"base_dir {self.base_dir} is too long: the socket path {longest} "
+                       f"exceeds {MAX_SOCKET_PATH} bytes")
+            self._abandon_base()
+            raise ClusterError(message)
+
+    def _abandon_base(self) -> None:
+        if self._created_base and self._base is not None:
+            shutil.rmtree(self._base, ignore_errors=True)
+        self._base = None
+
+    def _process(self, name: str, argv: Sequence[str]) -> ManagedProcess:
+        env = {"PYTHONPATH": os.pathsep.join(
+            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+        proc = ManagedProcess(name, argv, self.log_dir / f"{name}.log", env=env)
+        self.processes[name] = proc
+        return proc
+
+    def _logging(self) -> list[str]:
+        return ["--log-format", self.log_format, "--log-level", "info"]
+
+    async def _start_all(self) -> None:
+        if self.use_glusterd:
+            try:
+                await asyncio.to_thread(glusterd.ensure_glusterd)
+            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                raise ClusterError(f"glusterd is not available ({exc}); `make setup` installs "
+                                   "and starts it") from exc
+        if not self.external_heketi:
+            await self._start_sim()
+        controller = await self._process("controller", [
+            *HEKETI_CSI, "controller", "--endpoint", self.controller_endpoint,
+            "--heketi-url", self.heketi_url, "--heketi-key-file", str(self.key_file),
+            "--node-check", "static", "--static-node-ids", self.node_id,
+            "--driver-name", self.driver_name, *self._logging(), *self.controller_args,
+        ]).start()
+        node = await self._process("node", [
+            *HEKETI_CSI, "node", "--endpoint", self.node_endpoint, "--node-id", self.node_id,
+            "--kubelet-root", str(self.kubelet_root),
+            "--gluster-log-dir", str(self.gluster_log_dir),
+            "--driver-name", self.driver_name, *self._logging(), *self.node_args,
+        ]).start()
+        await self._ready(controller, self.controller_socket)
+        await self._ready(node, self.node_socket)
+        if self.with_kubelet:
+            await self._start_kubelet_side()
+
+    async def _ready(self, proc: ManagedProcess, sock: Path) -> None:
+        try:
+            await wait_ready(proc, sock, timeout=self.ready_timeout)
+        except (RuntimeError, TimeoutError) as exc:
+            raise ClusterError(str(exc)) from None
+
+    async def _start_sim(self) -> None:
+        args = ["--port", "0", "--admin-key", self.admin_key, "--user-key", self.user_key]
+        if self.use_glusterd:
+            args += ["--glusterd", "--brick-root", str(self.brick_root)]
+        sim = await self._process("heketi-sim", [
+            sys.executable, "-m", SIM_MODULE, *args, *self.sim_args]).start()
+        marker = "heketi-sim listening on "
+        line = await wait_log_line(sim, lambda text: text.startswith(marker),
+                                   "'heketi-sim listening on' line", self.ready_timeout)
+        self.heketi_url = line[len(marker):].strip().rstrip("/")
+        await wait_http(sim, f"{self.heketi_url}/hello", self.ready_timeout)
+
+    async def _start_kubelet_side(self) -> None:
+        self._registrar_port = free_port()
+        registrar = await self._process("registrar", [
+            *HEKETI_CSI, "registrar", "--csi-address", self.node_endpoint,
+            "--kubelet-registration-path", str(self.node_socket),
+            "--plugin-registration-dir", str(self.registration_dir),
+            "--http-endpoint", f"127.0.0.1:{self._registrar_port}",
+            "--driver-name", self.driver_name, *self._logging(), *self.registrar_args,
+        ]).start()
+        kubelet = await self._process("kubelet-sim", [
+            sys.executable, "-m", KUBELET_SIM_MODULE,
+            "--registration-dir", str(self.registration_dir),
+        ]).start()
+
+        def registered(line: str) -> bool:
+            event = _json_line(line)
+            if event.get("kind") == "rejected" and event.get("driver") == self.driver_name:
+                raise ClusterError(f"kubelet simulator rejected the registration: "
+                                   f"{event.get('error')}\n{_tail(registrar)}")
+            return event.get("kind") == "registered" and event.get("driver") == self.driver_name
+
+        line = await wait_log_line(kubelet, registered, f"registration of {self.driver_name}",
+                                   self.ready_timeout)
+        node_id = _json_line(line).get("node_id")
+        if node_id != self.node_id:
+            raise ClusterError(f"kubelet simulator registered node id {node_id!r}, "
+                               f"expected {self.node_id!r}")
+        await wait_http(registrar, self.registrar_health_url, self.ready_timeout)
+
+    async def restart(self, name: str, *, kill: bool = False) -> ManagedProcess:
+        """Stop process `name` (SIGTERM, or SIGKILL with kill=True) and start it again with
+        the same command line; waits until it is ready (controller and node only)."""
+        proc = self.processes[name]
+        if kill:
+            await proc.kill()
+        else:
+            await proc.stop(STOP_TIMEOUT)
+        fresh = ManagedProcess(proc.name, proc.argv, proc.log_path,
+                               env={k: v for k, v in proc.env.items()})
+        self.processes[name] = await fresh.start()
+        if name == "controller":
+            await self._ready(fresh, self.controller_socket)
+        elif name == "node":
+            await self._ready(fresh, self.node_socket)
+        return fresh
+
+    async def stop(self) -> TeardownReport:
+        """Tear everything down; never raises. Returns (and keeps) what it did."""
+        if self.teardown_report is not None:
+            return self.teardown_report
+        report = TeardownReport()
+        self.teardown_report = report
+        for name in reversed(START_ORDER):
+            proc = self.processes.get(name)
+            if proc is None or name == "heketi-sim":
+                continue
+            await self._stop_process(proc, STOP_TIMEOUT, report)
+        if self._base is None:
+            return report
+        try:
+            await unmount_all_under(self.base_dir, report)
+        except Exception as exc:
+            report.problems.append(f"unmounting: {exc}")
+        sim = self.heketi_sim
+        if sim is not None:
+            await self._stop_process(sim, SIM_STOP_TIMEOUT, report)
+        if self.use_glusterd:
+            await self._delete_leftover_volumes(report)
+        self._remove_base(report)
+        return report
+
+    async def _stop_process(self, proc: ManagedProcess, timeout: float,
+                            report: TeardownReport) -> None:
+        try:
+            code = await proc.stop(timeout)
+        except Exception as exc:
+            report.problems.append(f"stopping {proc.name}: {exc}")
+            await proc.kill()
+            return
+        if code is None:
+            return
+        report.stopped.append(f"{proc.name} (exit {code})")
+        if code not in (0, -signal.SIGTERM):
+            report.crashed.append(f"{proc.name} (exit {code}, log {proc.log_path})")
+
+    async def _delete_leftover_volumes(self, report: TeardownReport) -> None:
+        try:
+            names = await gluster_volumes_with_bricks_under(self.base_dir)
+        except Exception as exc:
+            report.problems.append(f"listing gluster volumes: {exc}")
+            return
+        for name in names:
+            try:
+                await glusterd.delete_volume(name)
+                report.deleted_volumes.append(name)
+            except Exception as exc:
+                report.problems.append(f"deleting gluster volume {name}: {exc}")
+
+    def _remove_base(self, report: TeardownReport) -> None:
+        base = self.base_dir
+        if mounts_under(base):
+            report.problems.append(f"not removing {base}: something is still mounted in it")
+            return
+        keep = {self.log_dir} if self.keep_logs else set()
+        if self._created_base and not keep:
+            shutil.rmtree(base, ignore_errors=True)
+        else:
+            for child in (self.kubelet_root, self.brick_root, self.gluster_log_dir,
+                          self.controller_socket.parent, self.key_file, self.log_dir):
+                if child in keep:
+                    continue
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+        if base.exists() and not keep and self._created_base:
+            report.problems.append(f"could not remove {base}")
+
+    # --- reporting ----------------------------------------------------------------------
+    def summary(self) -> str:
+        def pid(name: str) -> str:
+            proc = self.processes.get(name)
+            return f"pid {proc.pid}" if proc is not None and proc.proc is not None else "-"
+
+        heketi = ("real Heketi" if self.external_heketi else
+                  "Heketi simulator" + (" (glusterd)" if self.use_glusterd else " (in memory)"))
+        lines = [
+            f"heketi-csi local cluster in {self.base_dir}",
+            f"  {heketi:<27} {self.heketi_url}  {pid('heketi-sim')}",
+            f"    admin key file            {self.key_file}",
+            f"  controller                  {self.controller_endpoint}  {pid('controller')}",
+            f"  node (id {self.node_id})".ljust(30) + f"{self.node_endpoint}  {pid('node')}",
+            f"    kubelet root              {self.kubelet_root}",
+        ]
+        if self.with_kubelet:
+            lines += [
+                f"  registrar                   {self.registration_socket}  {pid('registrar')}",
+                f"    health                    {self.registrar_health_url}",
+                f"  kubelet simulator           watching {self.registration_dir}  "
+                f"{pid('kubelet-sim')}",
+            ]
+        if self.use_glusterd:
+            lines.append(f"  gluster bricks              {self.brick_root}")
+        lines.append(f"  logs                        {self.log_dir}")
+        return "\n".join(lines)
+
+    def examples(self) -> str:
+        client = "python -m tests.support.csi_client"
+        return "\n".join([
+            "Talk to it (from the repository root):",
+            f"  {client} --endpoint {self.controller_endpoint} info",
+            f"  {client} --endpoint {self.controller_endpoint} create my-volume 1",
+            f"  {client} --endpoint {self.controller_endpoint} list",
+            f"  {client} --endpoint {self.controller_endpoint} delete <VOLUME_ID>",
+            f"  {client} --endpoint {self.node_endpoint} info",
+            f"  tail -f {self.log_dir}/*.log",
+        ])
+
+    async def leftovers(self) -> list[str]:
+        """What is mounted under the base directory, and (glusterd mode) which gluster
+        volumes have a brick there: after a test has deleted all its volumes, both should
+        be empty (the simulator's own volumes are the test's volumes)."""
+        found = [f"mount {m.mount_point}" for m in mounts_under(self.base_dir)]
+        if self.use_glusterd:
+            found += [f"gluster volume {v}"
+                      for v in await gluster_volumes_with_bricks_under(self.base_dir)]
+        return found
+
+    def dead_processes(self) -> list[ManagedProcess]:
+        return [p for p in self.processes.values() if p.proc is not None and not p.running]
+
+
+# --- a cluster in a thread, for synchronous (session) fixtures -------------------------------
+class BackgroundCluster:
+    """Runs a LocalCluster in its own thread and event loop.
+
+    `with BackgroundCluster(**kwargs) as cluster:` yields the started LocalCluster; its paths,
+    URLs and keys are plain values usable from any thread and loop. Coroutines that touch
+    its processes (e.g. `cluster.restart("node")`) must run in the cluster's loop:
+    `background.call(cluster.restart("node"))` or `await background.acall(...)`.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        self.cluster: LocalCluster | None = None
+        self.report: TeardownReport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="local-cluster", daemon=True)
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        report = self.stop()
+        if exc_type is None and report is not None and not report.clean:
+            raise ClusterError("local cluster teardown left things behind:\n" + report.text())
+
+    def start(self, timeout: float = 300.0) -> LocalCluster:
+        # Should the caller never stop it (an interpreter exiting on an error), tear down
+        # at exit anyway: the thread is a daemon and would otherwise just vanish.
+        atexit.register(self.stop)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise ClusterError(f"the local cluster did not start within {timeout:.0f} s")
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+        assert self.cluster is not None
+        return self.cluster
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        cluster = LocalCluster(**self.kwargs)
+        try:
+            await cluster.start()
+        except BaseException as exc:
+            self._error = exc
+            return
+        self.cluster = cluster
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            self.report = await cluster.stop()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = 300.0) -> T:
+        """Run `coro` in the cluster's loop and wait for its result (from another thread)."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    async def acall(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Like call(), awaitable from another event loop."""
+        assert self._loop is not None
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return await asyncio.wrap_future(future)
+
+    def stop(self, timeout: float = 300.0) -> TeardownReport | None:
+        atexit.unregister(self.stop)
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # the loop closed already
+                self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return self.report
+
+
+# --- `make up` ---------------------------------------------------------------------------------
+async def _watch(cluster: LocalCluster, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        dead = cluster.dead_processes()
+        if dead:
+            for proc in dead:
+                print(f"\n{proc.name} exited with {proc.proc and proc.proc.returncode}\n"
+                      f"{_tail(proc)}", file=sys.stderr)
+            stop.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+
+
+async def _up(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    main_task = asyncio.current_task()
+    signals: list[str] = []
+    stop_armed = False
+
+    def on_signal(sig: signal.Signals) -> None:
+        signals.append(sig.name)
+        if len(signals) > 1:
+            print(f"({sig.name}: already stopping)", file=sys.stderr)
+            return
+        print(f"\n{sig.name}: stopping the local cluster ...", flush=True)
+        if stop_armed and main_task is not None:
+            stop.set()
+        elif main_task is not None:
+            main_task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    print("starting the local cluster ...", flush=True)
+    cluster = LocalCluster(args.base_dir, glusterd=not args.no_glusterd,
+                           keep_logs=args.keep_logs)
+    try:
+        await cluster.start()
+    except asyncio.CancelledError:
+        print("interrupted during start-up; everything was torn down")
+        return 130
+    except ClusterError as exc:
+        print(f"the local cluster did not start:\n{exc}", file=sys.stderr)
+        return 1
+    failed = False
+    try:
+        stop_armed = True
+        print(cluster.summary())
+        print()
+        print(cluster.examples())
+        print("\nRunning. Ctrl-C (or SIGTERM) stops everything and removes it.", flush=True)
+        await _watch(cluster, stop)
+        failed = bool(cluster.dead_processes())
+    finally:
+        report = await cluster.stop()
+        print("teardown: " + report.text().replace("\n", "\n  "))
+    if not report.clean or failed:
+        return 1
+    print("stopped; nothing left behind")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.support.launcher",
+        description="Run the local heketi-csi cluster (Heketi simulator on the local "
+                    "glusterd, controller, node, registrar, kubelet simulator) until Ctrl-C.")
+    parser.add_argument("--base-dir", type=Path, default=None,
+                        help="directory for sockets, bricks and logs (default: a new "
+                             "$TMPDIR/hcsi-<random>)")
+    parser.add_argument("--no-glusterd", action="store_true",
+                        help="keep volumes in the simulator's memory (nothing mounts)")
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="leave <base>/logs behind when stopping")
+    return asyncio.run(_up(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
