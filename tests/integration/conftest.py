@@ -32,12 +32,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.controller_harness import KEY, Controller, start_controller
 from tests.support.csi_client import CsiClient
+from tests.support.heketi_sim.server import HeketiSimulator
 from tests.support.launcher import BackgroundCluster, ClusterError, LocalCluster
+from tests.support.processes import wait_ready
 
 
 def cluster_options() -> dict[str, Any]:
@@ -78,3 +82,23 @@ async def controller_client(cluster: LocalCluster) -> AsyncIterator[CsiClient]:
 async def node_client(cluster: LocalCluster) -> AsyncIterator[CsiClient]:
     async with CsiClient(cluster.node_socket) as client:
         yield client
+
+
+# --- controller process against an in-process Heketi simulator (tests/support/controller_harness)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[HeketiSimulator]:
+    async with HeketiSimulator(admin_key=KEY) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def ctl(tmp_path: Path, sim: HeketiSimulator) -> AsyncIterator[Controller]:
+    controller = await start_controller(tmp_path, sim.url)
+    try:
+        await wait_ready(controller.proc, controller.socket)
+        yield controller
+    finally:
+        controller.channel.close()
+        await controller.proc.stop()

@@ -5,82 +5,24 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections import Counter
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from services.common.proto import csi_grpc, csi_pb2
-from services.controller.ids import parse_owned_name
+from services.common.proto import csi_pb2
+from tests.support.controller_harness import (
+    GIB,
+    KEY,
+    MODE,
+    NODE,
+    cap,
+    create_request,
+    our_volumes,
+    start_controller,
+)
 from tests.support.heketi_sim.server import HeketiSimulator
-from tests.support.processes import HEKETI_CSI, ManagedProcess, probe, wait_ready
-
-GIB = 1 << 30
-KEY = "controller-test-admin-key"
-NODE = "node-a"
-MODE = csi_pb2.VolumeCapability.AccessMode
-
-
-def cap(mode: int = MODE.MULTI_NODE_MULTI_WRITER) -> csi_pb2.VolumeCapability:
-    return csi_pb2.VolumeCapability(mount=csi_pb2.VolumeCapability.MountVolume(),
-                                    access_mode=csi_pb2.VolumeCapability.AccessMode(mode=mode))
-
-
-def create_request(name: str, gib: int = 1, **params: str) -> csi_pb2.CreateVolumeRequest:
-    return csi_pb2.CreateVolumeRequest(
-        name=name, capacity_range=csi_pb2.CapacityRange(required_bytes=gib * GIB),
-        volume_capabilities=[cap()], parameters=params)
-
-
-@dataclass
-class Controller:
-    proc: ManagedProcess
-    socket: Path
-    channel: Channel
-    stub: csi_grpc.ControllerStub
-
-
-def our_volumes(sim: HeketiSimulator) -> Counter[str]:
-    """Heketi volume names of ours, counted (a name counted twice is a duplicate)."""
-    return Counter(v.name for v in sim.visible_volumes() if parse_owned_name(v.name))
-
-
-async def start_controller(tmp_path: Path, sim_url: str, name: str = "controller",
-                           *extra: str) -> Controller:
-    key_file = tmp_path / "heketi.key"
-    key_file.write_text(KEY)
-    sock = tmp_path / "ctl" / "csi.sock"
-    proc = ManagedProcess(
-        name,
-        [*HEKETI_CSI, "controller", "--endpoint", f"unix://{sock}", "--heketi-url", sim_url,
-         "--heketi-key-file", str(key_file), "--node-check", "static",
-         "--static-node-ids", NODE, "--log-format", "json", "--log-level", "debug", *extra],
-        tmp_path / f"{name}.log")
-    await proc.start()
-    channel = Channel(path=str(sock))
-    return Controller(proc, sock, channel, csi_grpc.ControllerStub(channel))
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[HeketiSimulator]:
-    async with HeketiSimulator(admin_key=KEY) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def ctl(tmp_path: Path, sim: HeketiSimulator) -> AsyncIterator[Controller]:
-    controller = await start_controller(tmp_path, sim.url)
-    try:
-        await wait_ready(controller.proc, controller.socket)
-        yield controller
-    finally:
-        controller.channel.close()
-        await controller.proc.stop()
+from tests.support.processes import probe, wait_ready
 
 
 async def test_create_is_idempotent_by_name_and_conflicts_on_size(ctl, sim):

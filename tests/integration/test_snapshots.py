@@ -8,15 +8,7 @@ from grpclib.exceptions import GRPCError
 
 from services.common.proto import csi_pb2
 from services.controller.ids import Kind, parse_owned_name
-from tests.integration.test_controller import (  # noqa: F401 - fixtures
-    GIB,
-    KEY,
-    create_request,
-    ctl,
-    our_volumes,
-    sim,
-    start_controller,
-)
+from tests.support.controller_harness import GIB, KEY, create_request, our_volumes, start_controller
 from tests.support.processes import wait_ready
 
 
