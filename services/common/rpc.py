@@ -28,6 +28,10 @@ from services.common.redact import redacted_dict
 
 _log = get_logger("rpc")
 
+# Calls that health checks and sidecars repeat all day: a success is logged at debug only.
+_ROUTINE = frozenset({"Probe", "GetPluginInfo", "GetPluginCapabilities", "GetInfo",
+                      "ControllerGetCapabilities", "NodeGetCapabilities"})
+
 # Fields, in order of preference, that name the object an RPC is about.
 _ID_FIELDS = ("volume_id", "snapshot_id", "source_volume_id", "name")
 
@@ -156,7 +160,9 @@ class Servable:
             fields: dict[str, Any] = {"code": code.name, "duration_ms": round(duration * 1000, 1)}
             if message:
                 fields["error"] = message
-            if code in (Status.OK, Status.CANCELLED):
+            if code is Status.OK and method in _ROUTINE:
+                log.debug("rpc", **fields)
+            elif code in (Status.OK, Status.CANCELLED):
                 log.info("rpc", **fields)
             else:
                 log.warning("rpc", **fields)
