@@ -28,7 +28,7 @@ from services.common.logging import get_logger
 from services.common.proto import csi_pb2
 from services.common.rpc import RpcContext
 from services.node import mountinfo, mountopts, paths
-from services.node.fsstat import FsProbe, PathMissing
+from services.node.fsstat import FsProbe, PathMissing, Probe
 from services.node.locks import OperationLocks
 from services.node.mounter import Mounter
 from services.node.mountinfo import GLUSTER_FSTYPE, Mount
@@ -410,16 +410,20 @@ class NodeService:
             raise NotFound(f"{path} holds volume {record.volume_id}, not {volume_id}")
         return mount
 
+    async def _probe_mounted(self, volume_id: str, path: str) -> Probe:
+        """statvfs of the volume mounted at `path` (off the loop, with a timeout)."""
+        await self._mounted_volume(volume_id, path)
+        try:
+            return await self.probe.probe(path)
+        except PathMissing:
+            raise NotFound(f"{path} does not exist") from None
+
     async def NodeGetVolumeStats(
         self, request: csi_pb2.NodeGetVolumeStatsRequest, ctx: RpcContext
     ) -> csi_pb2.NodeGetVolumeStatsResponse:
         volume_id = _required(request.volume_id, "volume_id")
         path = _required(request.volume_path, "volume_path")
-        await self._mounted_volume(volume_id, path)
-        try:
-            probe = await self.probe.probe(path)
-        except PathMissing:
-            raise NotFound(f"{path} does not exist") from None
+        probe = await self._probe_mounted(volume_id, path)
         if probe.usage is None:
             return csi_pb2.NodeGetVolumeStatsResponse(
                 volume_condition=csi_pb2.VolumeCondition(
@@ -455,11 +459,7 @@ class NodeService:
         path = _required(request.volume_path, "volume_path")
         if request.HasField("volume_capability"):
             mount_flags_of(request.volume_capability, "volume_capability")
-        await self._mounted_volume(volume_id, path)
-        try:
-            probe = await self.probe.probe(path)
-        except PathMissing:
-            raise NotFound(f"{path} does not exist") from None
+        probe = await self._probe_mounted(volume_id, path)
         if probe.usage is None:
             raise Unavailable(f"cannot read the capacity of {path}: {probe.abnormal}")
         return csi_pb2.NodeExpandVolumeResponse(capacity_bytes=probe.usage.total_bytes)

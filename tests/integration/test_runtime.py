@@ -17,7 +17,7 @@ from services.common.proto import csi_grpc, csi_pb2
 from services.common.rpc import RpcContext, servable
 from services.common.server import run_grpc_server
 from services.common.version import package_version
-from tests.support.processes import HEKETI_CSI, ManagedProcess, wait_ready
+from tests.support.processes import HEKETI_CSI, ManagedProcess, wait_for_path, wait_ready
 
 
 def controller(tmp_path: Path, sock: Path, *extra: str, name: str = "controller") -> ManagedProcess:
@@ -103,10 +103,7 @@ async def test_in_flight_call_finishes_after_stop_and_socket_is_removed(tmp_path
     stop = asyncio.Event()
     server = asyncio.create_task(run_grpc_server(
         f"unix://{sock}", [servable(impl, csi_grpc.IdentityBase)], grace=5.0, stop_event=stop))
-    for _ in range(100):
-        if sock.exists():
-            break
-        await asyncio.sleep(0.02)
+    await wait_for_path(sock)
     channel = Channel(path=str(sock))
     try:
         call = asyncio.create_task(
@@ -127,10 +124,7 @@ async def test_missing_method_is_unimplemented(tmp_path):
     stop = asyncio.Event()
     server = asyncio.create_task(run_grpc_server(
         f"unix://{sock}", [servable(_SlowIdentity(), csi_grpc.IdentityBase)], stop_event=stop))
-    for _ in range(100):
-        if sock.exists():
-            break
-        await asyncio.sleep(0.02)
+    await wait_for_path(sock)
     channel = Channel(path=str(sock))
     try:
         with pytest.raises(GRPCError) as err:

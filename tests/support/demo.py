@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import Protocol, TextIO, TypeVar
 
 from grpclib.exceptions import GRPCError
 
@@ -34,6 +34,7 @@ from services.common.proto import csi_pb2
 from tests.support.csi_client import GIB, CsiClient, is_unimplemented
 from tests.support.launcher import (
     ClusterError,
+    KubeletPaths,
     LocalCluster,
     gluster_volumes_with_bricks_under,
     mounts_under,
@@ -129,11 +130,49 @@ class Undo:
     needs: tuple[str, ...] = ()
 
 
+class Target(Protocol):
+    """What the demo needs of the driver it plays against."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def kubelet_root(self) -> Path: ...
+
+    def staging_path(self, volume_id: str) -> Path: ...
+
+    def pod_target_path(self, pod_uid: str, pv_name: str) -> Path: ...
+
+    async def leftovers(self) -> list[str]: ...
+
+
+@dataclass
+class RunningDriver:
+    """A driver started elsewhere (the docker-compose stack): the demo only talks to it."""
+
+    node_id: str
+    paths: KubeletPaths
+
+    @property
+    def kubelet_root(self) -> Path:
+        return self.paths.kubelet_root
+
+    def staging_path(self, volume_id: str) -> Path:
+        return self.paths.staging_path(volume_id)
+
+    def pod_target_path(self, pod_uid: str, pv_name: str) -> Path:
+        return self.paths.pod_target_path(pod_uid, pv_name)
+
+    async def leftovers(self) -> list[str]:
+        roots = [self.kubelet_root / "pods", self.kubelet_root / "plugins" / "kubernetes.io"]
+        return [f"mount {m.mount_point}" for root in roots for m in mounts_under(root)]
+
+
 @dataclass
 class Demo:
     """Runs the steps against a started cluster; keeps what must be undone."""
 
-    cluster: LocalCluster
+    cluster: Target
     csi_controller: CsiClient
     csi_node: CsiClient
     report: Reporter
@@ -387,6 +426,21 @@ async def read_restored(demo: Demo, restored: csi_pb2.Volume, pv: str, uid: str,
 
 
 # --- the run -----------------------------------------------------------------------------------
+async def play_and_unwind(demo: Demo) -> DemoFailed | None:
+    """Play the steps, then undo what they made (also after a failure); the first failure."""
+    failure: DemoFailed | None = None
+    try:
+        await play(demo)
+    except DemoFailed as exc:
+        failure = exc
+        print("\nA step failed; cleaning up what the demo made:")
+    try:
+        await demo.unwind()
+    except DemoFailed as exc:
+        failure = failure or exc
+    return failure
+
+
 async def run_demo(args: argparse.Namespace) -> int:
     report = Reporter()
     print("Bringing the local cluster up (Heketi simulator on the local glusterd, controller, "
@@ -407,15 +461,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         async with CsiClient(cluster.controller_socket) as ctl, \
                 CsiClient(cluster.node_socket) as node:
             demo = Demo(cluster, ctl, node, report)
-            try:
-                await play(demo)
-            except DemoFailed as exc:
-                failure = exc
-                print("\nA step failed; cleaning up what the demo made:")
-            try:
-                await demo.unwind()
-            except DemoFailed as exc:
-                failure = failure or exc
+            failure = await play_and_unwind(demo)
         clean_before_teardown = await cluster.leftovers()
         print()
         if clean_before_teardown:
@@ -450,12 +496,50 @@ async def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+async def run_against(args: argparse.Namespace) -> int:
+    """Play the demo against a driver that is already running (e.g. docker compose)."""
+    async with CsiClient(args.controller_endpoint) as ctl, \
+            CsiClient(args.node_endpoint) as node:
+        deadline = time.monotonic() + args.wait
+        while True:
+            try:
+                if await ctl.probe() and await node.probe():
+                    break
+            except (GRPCError, OSError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                print(f"the driver did not become ready within {args.wait:g} s "
+                      f"({args.controller_endpoint}, {args.node_endpoint})", file=sys.stderr)
+                return 1
+            await asyncio.sleep(1.0)
+        node_id = (await node.node_info()).node_id
+        driver = (await node.plugin_info()).name
+        target = RunningDriver(node_id, KubeletPaths(Path(args.kubelet_root), driver))
+        failure = await play_and_unwind(Demo(target, ctl, node, Reporter()))
+        left = await target.leftovers()
+    print()
+    if left:
+        print("Check: the driver left behind: " + "; ".join(left))
+        return 1
+    print("Check: no mounts left under the kubelet root's pods and staging directories.")
+    if failure is not None:
+        print(f"\nDEMO FAILED at {failure}", file=sys.stderr)
+        return 1
+    print("\nDemo finished: exit 0.")
+    return 0
+
+
 async def _main(args: argparse.Namespace) -> int:
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     if task is not None:
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
+        if args.controller_endpoint or args.node_endpoint:
+            if not (args.controller_endpoint and args.node_endpoint):
+                print("give both --controller-endpoint and --node-endpoint", file=sys.stderr)
+                return 2
+            return await run_against(args)
         return await run_demo(args)
     except asyncio.CancelledError:
         print("\ninterrupted; the local cluster was torn down", file=sys.stderr)
@@ -469,6 +553,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "restore, clean up) on a local heketi-csi cluster.")
     parser.add_argument("--base-dir", type=Path, default=None,
                         help="directory for the cluster (default: a new $TMPDIR/hcsi-<random>)")
+    parser.add_argument("--controller-endpoint",
+                        default=os.environ.get("CSI_CONTROLLER_ENDPOINT"),
+                        help="play against a controller already running on this socket "
+                             "instead of starting a local cluster (env CSI_CONTROLLER_ENDPOINT)")
+    parser.add_argument("--node-endpoint", default=os.environ.get("CSI_NODE_ENDPOINT"),
+                        help="the running node plugin's socket (env CSI_NODE_ENDPOINT)")
+    parser.add_argument("--kubelet-root", default=os.environ.get("KUBELET_ROOT",
+                                                                 "/var/lib/kubelet"),
+                        help="with the endpoints: the node's kubelet root as this process "
+                             "sees it (env KUBELET_ROOT)")
+    parser.add_argument("--wait", type=float, default=120.0,
+                        help="with the endpoints: seconds to wait for the driver to be ready")
     parser.add_argument("--keep-logs", action="store_true",
                         help="leave the processes' logs in <base>/logs")
     try:

@@ -243,6 +243,29 @@ def _json_line(line: str) -> dict[str, Any]:
 
 
 # --- the cluster ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KubeletPaths:
+    """The paths kubelet hands a CSI driver, under one kubelet root."""
+
+    kubelet_root: Path
+    driver_name: str = DEFAULT_DRIVER_NAME
+
+    def staging_path(self, volume_id: str) -> Path:
+        """Where kubelet would stage `volume_id` (its parent exists after this call)."""
+        digest = hashlib.sha256(volume_id.encode()).hexdigest()
+        path = (self.kubelet_root / "plugins" / "kubernetes.io" / "csi" / self.driver_name
+                / digest / "globalmount")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def pod_target_path(self, pod_uid: str, pv_name: str) -> Path:
+        """Where kubelet would publish `pv_name` for pod `pod_uid` (parent created)."""
+        path = (self.kubelet_root / "pods" / pod_uid / "volumes" / "kubernetes.io~csi"
+                / pv_name / "mount")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+
 class LocalCluster:
     """The driver's processes and their surroundings, in one base directory.
 
@@ -355,18 +378,12 @@ class LocalCluster:
 
     def staging_path(self, volume_id: str) -> Path:
         """Where kubelet would stage `volume_id` (its parent exists after this call)."""
-        digest = hashlib.sha256(volume_id.encode()).hexdigest()
-        path = (self.kubelet_root / "plugins" / "kubernetes.io" / "csi" / self.driver_name
-                / digest / "globalmount")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
+        return KubeletPaths(self.kubelet_root, self.driver_name).staging_path(volume_id)
 
     def pod_target_path(self, pod_uid: str, pv_name: str) -> Path:
         """Where kubelet would publish `pv_name` for pod `pod_uid` (parent created)."""
-        path = (self.kubelet_root / "pods" / pod_uid / "volumes" / "kubernetes.io~csi"
-                / pv_name / "mount")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
+        return KubeletPaths(self.kubelet_root, self.driver_name).pod_target_path(pod_uid,
+                                                                                 pv_name)
 
     # --- process handles ----------------------------------------------------------------
     @property

@@ -99,6 +99,15 @@ def _exists(path: Path) -> bool:
     return path.exists()
 
 
+async def wait_for_path(path: Path, timeout: float = 5.0) -> None:
+    """Wait until `path` exists (a socket a server is about to create)."""
+    deadline = time.monotonic() + timeout
+    while not _exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
 async def wait_ready(proc: ManagedProcess, socket: Path, timeout: float = 30.0,
                      need_ready: bool = True) -> None:
     """Wait until `socket` answers Probe (ready, unless need_ready is False)."""
