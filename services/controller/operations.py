@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from services.common.errors import Aborted
 from services.common.logging import get_logger
+from services.common.rpc import RpcContext
 
 T = TypeVar("T")
 _log = get_logger("operations")
@@ -57,3 +58,18 @@ class OperationTracker:
 
 async def _call(factory: Callable[[], Awaitable[T]]) -> T:
     return await factory()
+
+
+def progress_logger(ctx: RpcContext, operation: str, name: str,
+                    every: float = 5.0) -> Callable[[float], None]:
+    """An on_progress callback that logs a waiting line every `every` seconds, not per poll."""
+    logged = 0.0
+
+    def report(elapsed: float) -> None:
+        nonlocal logged
+        if elapsed - logged >= every:
+            logged = elapsed
+            ctx.log.info("waiting for Heketi", operation=operation, name=name,
+                         elapsed_s=round(elapsed, 1))
+
+    return report

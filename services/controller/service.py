@@ -47,7 +47,7 @@ from services.controller.heketi import (
 from services.controller.ids import Kind, ObjectRef, make_ref, name_hash, parse_ref, volume_name
 from services.controller.index import Entry
 from services.controller.nodes import NodeCheck
-from services.controller.operations import OperationTracker
+from services.controller.operations import OperationTracker, progress_logger
 from services.controller.pagination import paginate
 from services.controller.params import VolumeParams, describe, parse_params
 from services.controller.snapshots import SnapshotRpcs
@@ -180,13 +180,11 @@ class ControllerService(SnapshotRpcs):
     ) -> Entry:
         heketi_name = volume_name(name, params.name_prefix, params.pvc_namespace, params.pvc_name)
         started = time.monotonic()
-
-        def progress(elapsed: float) -> None:
-            ctx.log.info("waiting for Heketi", operation="create volume", name=heketi_name,
-                         elapsed_s=round(elapsed, 1))
+        progress = progress_logger(ctx, "create volume", heketi_name)
 
         if source is not None:
-            entry = await self._clone_into(backend, source, heketi_name, hashed, gib, progress)
+            entry = await self._clone_into(backend, source, heketi_name, hashed, gib, params,
+                                           progress)
         else:
             gid = await self._reserve_gid(backend, params)
             try:
@@ -248,7 +246,7 @@ class ControllerService(SnapshotRpcs):
 
     async def _clone_into(
         self, backend: Backend, source: csi_pb2.VolumeContentSource, heketi_name: str,
-        hashed: str, gib: int, progress: OnProgress,
+        hashed: str, gib: int, params: VolumeParams, progress: OnProgress,
     ) -> Entry:
         kind_name = source.WhichOneof("type")
         if kind_name == "snapshot":
@@ -264,6 +262,11 @@ class ControllerService(SnapshotRpcs):
         if gib < src.info.size_gib:
             raise OutOfRange(f"requested size {gib} GiB is smaller than the source's "
                              f"{src.info.size_gib} GiB")
+        mismatch = self._param_mismatch(src.info, params)
+        if mismatch:
+            # A clone keeps its source's layout and GID: refuse before creating anything.
+            raise InvalidArgument(f"a clone keeps its source's settings, but the parameters "
+                                  f"ask otherwise: {mismatch}")
         self.require_snapshots_enabled(src)
         entry = await self._heketi_create(
             backend, Kind.VOLUME, hashed,

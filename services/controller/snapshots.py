@@ -22,6 +22,7 @@ from services.controller.capabilities import GIB
 from services.controller.heketi import VolumeInfo
 from services.controller.ids import Kind, ObjectRef, make_ref, name_hash, parse_ref, snapshot_name
 from services.controller.index import Entry
+from services.controller.operations import progress_logger
 from services.controller.pagination import paginate
 from services.controller.params import SIDECAR_PREFIX
 
@@ -100,11 +101,7 @@ class SnapshotRpcs:
         src = await self._live_entry(backend, source)
         self.require_snapshots_enabled(src)
         clone_name = snapshot_name(name, source.heketi_id, int(time.time()))
-
-        def progress(elapsed: float) -> None:
-            ctx.log.info("waiting for Heketi", operation="clone for snapshot", name=clone_name,
-                         elapsed_s=round(elapsed, 1))
-
+        progress = progress_logger(ctx, "clone for snapshot", clone_name)
         entry = await self._heketi_create(
             backend, Kind.SNAPSHOT, hashed,
             lambda: backend.client.clone_volume(src.heketi_id, clone_name, on_progress=progress))

@@ -133,3 +133,15 @@ async def test_volume_without_gluster_snapshots_cannot_be_snapshotted(ctl, sim):
         await ctl.stub.CreateSnapshot(snapshot_request("snap-x", f"hv1:default:{info.id}"))
     assert err.value.status is Status.FAILED_PRECONDITION
     assert "snapshots" in (err.value.message or "")
+
+
+async def test_clone_with_other_layout_is_refused_before_anything_is_made(ctl, sim):
+    source = (await ctl.stub.CreateVolume(create_request("pvc-layout", 1))).volume.volume_id
+    before = our_volumes(sim)
+    request = from_volume("pvc-layout-clone", source, 1)
+    request.parameters["volumetype"] = "replicate:2"
+    with pytest.raises(GRPCError) as err:
+        await ctl.stub.CreateVolume(request)
+    assert err.value.status is Status.INVALID_ARGUMENT
+    assert "replicate:3" in (err.value.message or "")
+    assert our_volumes(sim) == before
