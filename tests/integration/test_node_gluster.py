@@ -26,6 +26,7 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from services.common.identity import plugin_capabilities
 from services.common.proto import csi_grpc, csi_pb2
 from services.node import mountinfo
 from services.node.mounter import gluster_clients_of
@@ -567,7 +568,8 @@ async def test_identity_and_node_info_over_the_socket(node: Node) -> None:
     identity = csi_grpc.IdentityStub(node.channel)
     assert (await identity.Probe(csi_pb2.ProbeRequest())).ready.value is True
     caps = await identity.GetPluginCapabilities(csi_pb2.GetPluginCapabilitiesRequest())
-    assert list(caps.capabilities) == []  # a node-only process: no CONTROLLER_SERVICE
+    # Every instance of a plugin reports the same capabilities (CSI spec), whatever it serves.
+    assert list(caps.capabilities) == plugin_capabilities()
     info = await node.stub.NodeGetInfo(csi_pb2.NodeGetInfoRequest())
     assert info.node_id == "test-node"
     with pytest.raises(GRPCError) as exc:
