@@ -17,6 +17,7 @@ from services.common.errors import NotFound
 from services.common.logging import get_logger
 from services.controller.heketi import HeketiClient, VolumeInfo
 from services.controller.ids import Kind, parse_owned_name
+from services.controller.metrics import INDEX_VOLUMES
 
 _log = get_logger("index")
 
@@ -117,6 +118,7 @@ class VolumeIndex:
             return None
         self._by_hash[(entry.kind, entry.hash)] = entry
         self._by_id[info.id] = entry
+        INDEX_VOLUMES.labels(self.backend).set(len(self._by_id))
         return entry
 
     def remove(self, heketi_id: str) -> None:
@@ -124,6 +126,7 @@ class VolumeIndex:
         self._foreign.discard(heketi_id)
         if entry is not None and self._by_hash.get((entry.kind, entry.hash)) is entry:
             del self._by_hash[(entry.kind, entry.hash)]
+        INDEX_VOLUMES.labels(self.backend).set(len(self._by_id))
 
     # --- queries ----------------------------------------------------------------------
     def by_hash(self, kind: Kind, name_hash: str) -> Entry | None:

@@ -30,6 +30,7 @@ from services.common.logging import get_logger
 from services.node import mountinfo
 from services.node.fsstat import FsProbe, PathMissing
 from services.node.locks import OperationLocks
+from services.node.metrics import REPAIRS
 from services.node.mounter import Mounter, gluster_clients_of
 from services.node.mountinfo import GLUSTER_FSTYPE, Mount
 from services.node.mountopts import volume_of_source
@@ -85,6 +86,7 @@ class Repairer:
             try:
                 result = await self.repair(record)
             except DriverError as exc:
+                REPAIRS.labels("failed").inc()
                 _log.error(
                     "repair failed",
                     volume_id=record.volume_id,
@@ -93,6 +95,7 @@ class Repairer:
                 )
                 continue
             except Exception:
+                REPAIRS.labels("failed").inc()
                 _log.exception(
                     "repair failed", volume_id=record.volume_id, staging_path=record.staging_path
                 )
@@ -100,6 +103,7 @@ class Repairer:
             finally:
                 self.locks.release(*keys)
             if result is not None:
+                REPAIRS.labels("remounted" if result.remounted else "rebound").inc()
                 results.append(result)
         return results
 

@@ -292,3 +292,30 @@ async def test_resync_follows_deletes_made_outside_the_driver(tmp_path, sim):
     finally:
         controller.channel.close()
         await controller.proc.stop()
+
+
+async def test_metrics_count_rpcs_and_heketi_work(tmp_path, sim):
+    import socket as socket_module
+
+    import aiohttp
+
+    with socket_module.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    controller = await start_controller(tmp_path, sim.url, "metrics", "--metrics-port", str(port))
+    try:
+        await wait_ready(controller.proc, controller.socket)
+        await controller.stub.CreateVolume(create_request("pvc-metrics"))
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+            assert resp.status == 200
+            text = await resp.text()
+        assert 'heketi_csi_rpc_total{code="OK",method="CreateVolume"} 1.0' in text
+        assert 'heketi_csi_heketi_requests_total{backend="default",method="POST",status="202"}' \
+            in text
+        assert 'heketi_csi_heketi_operation_seconds_count{backend="default",operation="create",' \
+            'outcome="ok"} 1.0' in text
+        assert 'heketi_csi_index_volumes{backend="default"} 1.0' in text
+    finally:
+        controller.channel.close()
+        await controller.proc.stop()

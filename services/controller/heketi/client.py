@@ -55,6 +55,12 @@ from services.controller.heketi.types import (
     VolumeCreateRequest,
     VolumeInfo,
 )
+from services.controller.metrics import (
+    HEKETI_INFLIGHT,
+    HEKETI_OPERATIONS,
+    HEKETI_REQUESTS,
+    HEKETI_THROTTLED,
+)
 
 _log = get_logger("heketi")
 
@@ -224,6 +230,7 @@ class HeketiClient:
         self._throttle_backoff_max = throttle_backoff_max
         self._pool_size = pool_size
         self._limiter = _OpLimiter(max_inflight)
+        HEKETI_INFLIGHT.labels(name).set_function(lambda: self._limiter.in_use)
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self.requests_sent = 0
@@ -301,6 +308,7 @@ class HeketiClient:
                 answer = _Answer(resp.status, text, resp.headers.get("Location"),
                                  resp.headers.get("Retry-After"))
         except TimeoutError:
+            HEKETI_REQUESTS.labels(self.name, method, "timeout").inc()
             raise _TransportError(
                 "timeout", f"no answer within {self.request_timeout:g} s") from None
         except aiohttp.ClientConnectorCertificateError as exc:
@@ -308,10 +316,13 @@ class HeketiClient:
                 "connect", f"cannot connect: TLS certificate not trusted: "
                 f"{exc.certificate_error}") from None
         except aiohttp.ClientConnectorError as exc:
+            HEKETI_REQUESTS.labels(self.name, method, "connect-error").inc()
             raise _TransportError("connect", f"cannot connect: {exc.os_error}") from None
         except (aiohttp.ClientError, OSError) as exc:
+            HEKETI_REQUESTS.labels(self.name, method, "dropped").inc()
             raise _TransportError(
                 "dropped", f"connection lost: {type(exc).__name__}: {exc}") from None
+        HEKETI_REQUESTS.labels(self.name, method, str(answer.status)).inc()
         _log.debug("heketi request", backend=self.name, method=method, path=path,
                    status=answer.status, ms=round((time.monotonic() - started) * 1000, 1))
         return answer
@@ -367,6 +378,22 @@ class HeketiClient:
     # --- asynchronous operations -----------------------------------------------------
     async def _operation(self, method: str, path: str, body: Any, *, what: str,
                          on_progress: OnProgress | None) -> str | None:
+        """`_run_operation`, timed for the operation metrics."""
+        kind = "delete" if method == "DELETE" else path.rsplit("/", 1)[-1]
+        kind = kind if kind in ("expand", "clone") else ("create" if method == "POST" else kind)
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            result = await self._run_operation(method, path, body, what=what,
+                                               on_progress=on_progress)
+            outcome = "ok"
+            return result
+        finally:
+            HEKETI_OPERATIONS.labels(self.name, kind, outcome).observe(
+                time.monotonic() - started)
+
+    async def _run_operation(self, method: str, path: str, body: Any, *, what: str,
+                         on_progress: OnProgress | None) -> str | None:
         """Run one asynchronous operation to its end; return the 303's path, or None.
 
         Holds a throttling slot from the request until the queue says the operation is
@@ -382,6 +409,7 @@ class HeketiClient:
                 if answer.status == 429:
                     throttled += 1
                     self.throttled_responses += 1
+                    HEKETI_THROTTLED.labels(self.name).inc()
                     self._limiter.throttled()
                     if throttled >= self._throttle_retries:
                         raise HeketiThrottled(
