@@ -104,6 +104,18 @@ class ControllerService(SnapshotRpcs):
             raise NotFound(f"{what} {ref.encode()} does not exist")
         return entry
 
+    async def _still_there(self, backend: Backend, entry: Entry | None) -> Entry | None:
+        """The index's entry as Heketi describes it now (one GET); None once it is gone, so
+        that a retry after a deletion made outside the driver creates the volume again."""
+        if entry is None:
+            return None
+        try:
+            info = await backend.client.volume_info(entry.heketi_id)
+        except HeketiNotFound:
+            backend.index.remove(entry.heketi_id)
+            return None
+        return backend.index.add(info)
+
     async def _recover_by_hash(self, backend: Backend, kind: Kind, hashed: str) -> Entry | None:
         """After a lost result or a name clash: read the volumes the index has not seen."""
         found = await backend.index.scan_new(backend.client)
@@ -125,8 +137,10 @@ class ControllerService(SnapshotRpcs):
         backend = await self.backends.backend(token, request.secrets, params)
         hashed = name_hash(name, Kind.VOLUME)
         key = (token, "volume-name", hashed)
-        existing = backend.index.by_hash(Kind.VOLUME, hashed)
-        if existing is not None and not self.ops.running(key):
+        existing = None
+        if not self.ops.running(key):
+            existing = await self._still_there(backend, backend.index.by_hash(Kind.VOLUME, hashed))
+        if existing is not None:
             entry = existing
             if source is not None and entry.info.size_gib < gib:
                 entry = await self.ops.run(key, f"finishing clone {name!r}",

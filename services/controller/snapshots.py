@@ -50,6 +50,8 @@ class SnapshotRpcs:
 
         async def _delete(self, backend: Backend, ref: ObjectRef, ctx: RpcContext) -> None: ...
 
+        async def _still_there(self, backend: Backend, entry: Entry | None) -> Entry | None: ...
+
         async def _heketi_create(
             self, backend: Backend, kind: Kind, hashed: str,
             call: Callable[[], Awaitable[VolumeInfo]],
@@ -86,8 +88,11 @@ class SnapshotRpcs:
         backend = await self._backend_for(source, request.secrets)
         hashed = name_hash(name, Kind.SNAPSHOT)
         key = (backend.token, "snapshot-name", hashed)
-        existing = backend.index.by_hash(Kind.SNAPSHOT, hashed)
-        if existing is None or self.ops.running(key):
+        existing = None
+        if not self.ops.running(key):
+            existing = await self._still_there(backend,
+                                               backend.index.by_hash(Kind.SNAPSHOT, hashed))
+        if existing is None:
             existing = await self.ops.run(
                 key, f"creating snapshot {name!r}",
                 lambda: self._create_snapshot(backend, source, name, hashed, ctx))

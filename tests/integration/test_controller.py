@@ -319,3 +319,14 @@ async def test_metrics_count_rpcs_and_heketi_work(tmp_path, sim):
     finally:
         controller.channel.close()
         await controller.proc.stop()
+
+
+async def test_retry_after_an_outside_delete_creates_the_volume_again(ctl, sim):
+    from services.controller.heketi import HeketiClient
+
+    first = (await ctl.stub.CreateVolume(create_request("pvc-again"))).volume.volume_id
+    async with HeketiClient(sim.url, "admin", KEY) as client:
+        await client.delete_volume(first.split(":")[-1])
+    second = (await ctl.stub.CreateVolume(create_request("pvc-again"))).volume.volume_id
+    assert second != first
+    assert list(our_volumes(sim).values()) == [1]
