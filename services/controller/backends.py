@@ -171,9 +171,7 @@ class BackendRegistry:
                 index = VolumeIndex(token)
                 try:
                     await index.build(client, self._settings.index_concurrency)
-                except Unavailable:
-                    raise
-                except NotFound as exc:
+                except NotFound as exc:  # e.g. a resturl whose path is not Heketi's API
                     raise FailedPrecondition(f"cannot read volumes of Heketi {token}: {exc}") \
                         from None
                 self._indexes[token] = index
@@ -201,12 +199,12 @@ class BackendRegistry:
         while True:
             await asyncio.sleep(interval)
             for name, index in list(self._indexes.items()):
-                if name not in self._configured or not index.ready:
+                cfg = self._configured.get(name)
+                if cfg is None or not index.ready:
                     continue
                 try:
-                    client = self._client(name, self._configured[name].url,
-                                          *self._credentials(self._configured[name], {}, None),
-                                          self._configured[name].ca_file)
+                    client = self._client(name, cfg.url, *self._credentials(cfg, {}, None),
+                                          cfg.ca_file)
                     added, removed = await index.resync(client,
                                                         self._settings.index_concurrency)
                 except Exception as exc:  # logged; the next round retries
