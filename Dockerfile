@@ -6,7 +6,7 @@
 #   runtime (default)  the driver: Python 3.11, the heketi-csi wheel and its dependencies,
 #                      glusterfs-client for the node's FUSE mounts. Runs as uid 65532;
 #                      the node DaemonSet runs it as root, privileged.
-#   dev                runtime + glusterfs-server + tests/ (Heketi simulator, demo) for
+#   dev                runtime + glusterfs-server + devtools/ (Heketi simulator, demo) for
 #                      docker-compose.yml and the kind e2e tests. Never deploy it.
 #
 #   docker build -t ghcr.io/heketi-csi/heketi-csi:0.1.0 .
@@ -57,11 +57,11 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends glusterfs-server procps \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/heketi-csi
-COPY tests ./tests
-# `python -m tests.support.heketi_sim` and `python -m tests.support.demo` from anywhere.
+COPY devtools ./devtools
+# `python -m devtools.heketi_sim` and `python -m devtools.demo` from anywhere.
 ENV PYTHONPATH=/opt/heketi-csi
 ENTRYPOINT []
-CMD ["python", "-m", "tests.support.heketi_sim", "--help"]
+CMD ["python", "-m", "devtools.heketi_sim", "--help"]
 
 # --- the default target is the driver image ---------------------------------------------
 FROM runtime

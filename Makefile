@@ -20,16 +20,16 @@ test: setup lint ## Set up, lint, and run every test (unit, integration, conform
 
 .PHONY: lint
 lint: ## ruff and mypy --strict
-	$(PY) -m ruff check services tests bench tools
-	$(PY) -m mypy services tools
+	$(PY) -m ruff check services tests bench tools devtools
+	$(PY) -m mypy services tools devtools
 
 .PHONY: demo
 demo: setup ## Set up and play a volume's whole life on a local cluster
-	$(PY) -m tests.support.demo
+	$(PY) -m devtools.demo
 
 .PHONY: up
 up: setup ## Set up and keep a local cluster running until Ctrl-C
-	$(PY) -m tests.support.launcher
+	$(PY) -m devtools.localcluster
 
 .PHONY: bench
 bench: setup ## Run the benchmarks under bench/ and print their numbers

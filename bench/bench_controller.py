@@ -15,12 +15,12 @@ from pathlib import Path
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
 
+from devtools.heketi_sim.server import HeketiSimulator
+from devtools.localcluster.processes import HEKETI_CSI, ManagedProcess, wait_ready
 from services.common.logging import configure_logging
 from services.common.proto import csi_grpc, csi_pb2
 from services.controller.heketi import HeketiClient, VolumeCreateRequest
 from services.controller.ids import parse_owned_name
-from tests.support.heketi_sim.server import HeketiSimulator
-from tests.support.processes import HEKETI_CSI, ManagedProcess, wait_ready
 
 KEY = "bench-admin-key"
 GIB = 1 << 30

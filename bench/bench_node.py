@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from grpclib.client import Channel
 
+from devtools import glusterd
+from devtools.localcluster.processes import HEKETI_CSI, ManagedProcess, wait_ready
 from services.common.proto import csi_grpc, csi_pb2
-from tests.support import glusterd
-from tests.support.processes import HEKETI_CSI, ManagedProcess, wait_ready
 
 Cap = csi_pb2.VolumeCapability
 CAP = Cap(

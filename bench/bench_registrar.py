@@ -28,11 +28,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `services` and `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devtools.kubelet_sim import KubeletSimulator
+from devtools.localcluster.processes import HEKETI_CSI, ManagedProcess
 from services.common.config import DEFAULT_DRIVER_NAME as DRIVER
 from services.common.logging import configure_logging
 from services.registrar.driver import NoAnswer, driver_name
-from tests.support.kubelet_sim import KubeletSimulator
-from tests.support.processes import HEKETI_CSI, ManagedProcess
 
 NODE_ID = "bench-node"
 

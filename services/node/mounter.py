@@ -17,9 +17,9 @@ import contextlib
 import os
 import signal
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from services.common.commands import CommandTimeout, run_command
 from services.common.errors import DeadlineExceeded, Internal
 from services.common.logging import get_logger
 from services.node import mountinfo
@@ -43,45 +43,6 @@ class MountTimeout(DeadlineExceeded):
 
 class UnmountFailed(Internal):
     """Even a lazy unmount did not remove the mount."""
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    returncode: int
-    output: str
-
-
-class CommandTimeout(Exception):
-    """A command overran its deadline and was killed."""
-
-
-async def run(argv: Sequence[str], seconds: float) -> CommandResult:
-    """Run `argv` (no shell) in its own process group; kill the group if it overruns."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), seconds)
-    except TimeoutError:
-        await _kill(proc)
-        raise CommandTimeout(f"{argv[0]} did not finish within {seconds:g} s") from None
-    except asyncio.CancelledError:
-        await _kill(proc)
-        raise
-    return CommandResult(proc.returncode or 0, out.decode(errors="replace").strip())
-
-
-async def _kill(proc: asyncio.subprocess.Process) -> None:
-    """Kill a command and its whole process group, and reap it (no zombie left)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        proc.kill()
-    await asyncio.shield(proc.wait())
 
 
 def gluster_clients_of(mount_point: str, proc_root: Path = Path("/proc")) -> list[int]:
@@ -164,7 +125,7 @@ class Mounter:
             argv += ["-o", ",".join(options)]
         argv += [source, target]
         try:
-            result = await run(argv, seconds)
+            result = await run_command(argv, seconds)
         except CommandTimeout:
             await self._clean_up_failed_mount(target, before)
             tail = await asyncio.to_thread(log_tail, log_file, since)
@@ -220,7 +181,7 @@ class Mounter:
 
     async def _checked(self, argv: list[str], seconds: float, what: str) -> None:
         try:
-            result = await run(argv, seconds)
+            result = await run_command(argv, seconds)
         except CommandTimeout:
             raise DeadlineExceeded(
                 f"{what} at {argv[-1]} did not finish within {seconds:g} s"
@@ -255,7 +216,7 @@ class Mounter:
             argv.append("-l")
         argv.append(target)
         try:
-            result = await run(argv, seconds)
+            result = await run_command(argv, seconds)
         except CommandTimeout:
             _log.warning("umount timed out", target=target, lazy=lazy)
             return False

@@ -1,6 +1,6 @@
 """CSI conformance: csi-sanity v5.3.1 against the controller and node of a local cluster.
 
-The local cluster (tests/support/launcher.py) runs the Heketi simulator on the local glusterd,
+The local cluster (devtools/localcluster/) runs the Heketi simulator on the local glusterd,
 so every node spec mounts a real GlusterFS volume. The test fails (never skips) when the
 csi-sanity binary is missing, when any spec fails, and when a spec is skipped for a reason
 not listed in ALLOWED_SKIPS.
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.csi_client import GIB
-from tests.support.launcher import LocalCluster
+from devtools.csi_client import GIB
+from devtools.localcluster import LocalCluster
 
 pytestmark = pytest.mark.gluster
 

@@ -11,7 +11,7 @@
             ... unstage, delete ...
         assert await cluster.leftovers() == []   # nothing mounted, no volume left
 
-- `cluster` (session): a started `LocalCluster` (tests/support/launcher.py): the Heketi
+- `cluster` (session): a started `LocalCluster` (devtools/localcluster/): the Heketi
   simulator on the local glusterd, controller, node, registrar and kubelet simulator, all
   real processes. Read its paths, URLs and keys (`controller_socket`, `node_socket`,
   `kubelet_root`, `heketi_url`, `admin_key`, `node_id`, `registration_dir`,
@@ -19,7 +19,7 @@
   shared: delete what you create, and do not leave processes stopped.
 - `cluster_runner` (session): the `BackgroundCluster` that runs it in its own thread. Touch
   the cluster's processes through it: `await cluster_runner.acall(cluster.restart("node"))`.
-- `controller_client`, `node_client`: a `CsiClient` (tests/support/csi_client.py) on each
+- `controller_client`, `node_client`: a `CsiClient` (devtools/csi_client.py) on each
   socket, per test.
 - A test that needs a cluster of its own (other flags, crashing things) uses
   `async with LocalCluster(node_args=[...]) as mine:` directly; it is torn down at the end.
@@ -37,11 +37,11 @@ from typing import Any
 
 import pytest
 
+from devtools.csi_client import CsiClient
+from devtools.heketi_sim.server import HeketiSimulator
+from devtools.localcluster import BackgroundCluster, ClusterError, LocalCluster
+from devtools.localcluster.processes import wait_ready
 from tests.support.controller_harness import KEY, Controller, start_controller
-from tests.support.csi_client import CsiClient
-from tests.support.heketi_sim.server import HeketiSimulator
-from tests.support.launcher import BackgroundCluster, ClusterError, LocalCluster
-from tests.support.processes import wait_ready
 
 
 def cluster_options() -> dict[str, Any]:

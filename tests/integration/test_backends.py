@@ -10,10 +10,10 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from devtools.heketi_sim.server import HeketiSimulator
+from devtools.localcluster.processes import HEKETI_CSI, ManagedProcess, wait_ready
 from services.common.proto import csi_grpc, csi_pb2
 from tests.support.controller_harness import create_request, our_volumes
-from tests.support.heketi_sim.server import HeketiSimulator
-from tests.support.processes import HEKETI_CSI, ManagedProcess, wait_ready
 
 
 @pytest.fixture

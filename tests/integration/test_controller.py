@@ -10,6 +10,8 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from devtools.heketi_sim.server import HeketiSimulator
+from devtools.localcluster.processes import probe, wait_ready
 from services.common.proto import csi_pb2
 from tests.support.controller_harness import (
     GIB,
@@ -21,8 +23,6 @@ from tests.support.controller_harness import (
     our_volumes,
     start_controller,
 )
-from tests.support.heketi_sim.server import HeketiSimulator
-from tests.support.processes import probe, wait_ready
 
 
 async def test_create_is_idempotent_by_name_and_conflicts_on_size(ctl, sim):

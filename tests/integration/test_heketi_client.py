@@ -2,7 +2,7 @@
 
 With HEKETI_TEST_URL and HEKETI_TEST_ADMIN_KEY (optionally HEKETI_TEST_USER_KEY) set, the
 tests run against that Heketi; tests that need fault injection or the simulator's
-bookkeeping skip there, saying so. See tests/support/heketi_sim/README.md.
+bookkeeping skip there, saying so. See devtools/heketi_sim/README.md.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from devtools.heketi_sim import HeketiSimulator
+from devtools.heketi_sim.model import GIB_KIB
+from devtools.heketi_sim.testing import HeketiTarget, heketi_target, unique_name
 from services.controller.heketi import (
     Durability,
     HeketiAdminRequired,
@@ -44,9 +47,6 @@ from services.controller.heketi import (
 from services.controller.heketi import client as client_module
 from services.controller.heketi.auth import authorization_header, make_token
 from services.controller.heketi.errors import error_for
-from tests.support.heketi_sim import HeketiSimulator
-from tests.support.heketi_sim.model import GIB_KIB
-from tests.support.heketi_sim.testing import HeketiTarget, heketi_target, unique_name
 
 ZERO_ID = "0" * 32
 

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from devtools import glusterd
+from devtools.heketi_sim import HeketiSimulator
+from devtools.heketi_sim.testing import TEST_ADMIN_KEY, unique_name
 from services.controller.heketi import (
     Durability,
     HeketiClient,
@@ -20,9 +23,6 @@ from services.controller.heketi import (
     Snapshot,
     VolumeCreateRequest,
 )
-from tests.support import glusterd
-from tests.support.heketi_sim import HeketiSimulator
-from tests.support.heketi_sim.testing import TEST_ADMIN_KEY, unique_name
 
 pytestmark = [
     pytest.mark.gluster,
@@ -130,7 +130,7 @@ async def test_volume_mounts_clones_and_is_removed(gluster_sim: HeketiSimulator,
 async def test_simulator_process_removes_its_volumes_on_sigterm(tmp_path: Path) -> None:
     name = unique_name("glproc")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.support.heketi_sim", "--port", "0",
+        sys.executable, "-m", "devtools.heketi_sim", "--port", "0",
         "--admin-key", TEST_ADMIN_KEY, "--user-key", "u", "--glusterd",
         "--brick-root", str(tmp_path / "bricks"),
         cwd=REPO, stdout=asyncio.subprocess.PIPE)

@@ -26,7 +26,7 @@ ADMIN, USER = "proc-admin", "proc-user"
 @pytest.fixture
 async def sim_process() -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.support.heketi_sim", "--port", "0",
+        sys.executable, "-m", "devtools.heketi_sim", "--port", "0",
         "--admin-key", ADMIN, "--user-key", USER, "--op-latency", "0.1",
         cwd=REPO, stdout=asyncio.subprocess.PIPE)
     try:

@@ -22,10 +22,10 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from tests.support import glusterd
-from tests.support.csi_client import GIB, CsiClient
-from tests.support.demo import Demo, DemoFailed, Reporter
-from tests.support.launcher import REPO_ROOT, ClusterError, LocalCluster, mounts_under
+from devtools import glusterd
+from devtools.csi_client import GIB, CsiClient
+from devtools.demo import Demo, DemoFailed, Reporter
+from devtools.localcluster import REPO_ROOT, ClusterError, LocalCluster, mounts_under
 
 pytestmark = pytest.mark.gluster
 
@@ -178,7 +178,7 @@ async def _read_until(stream: asyncio.StreamReader, marker: str, timeout: float)
 
 async def _client(*args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.support.csi_client", *args, cwd=REPO_ROOT,
+        sys.executable, "-m", "devtools.csi_client", *args, cwd=REPO_ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
@@ -187,7 +187,7 @@ async def _client(*args: str) -> tuple[int, str]:
 
 async def test_make_up_prints_how_to_talk_to_it_and_stops_clean_on_ctrl_c() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.support.launcher", cwd=REPO_ROOT,
+        sys.executable, "-m", "devtools.localcluster", cwd=REPO_ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     assert proc.stdout is not None
     try:
@@ -255,7 +255,7 @@ async def test_demo_reports_unbuilt_steps_skips_what_needs_them_and_stops_on_err
 async def test_demo_plays_every_step_and_exits_0_leaving_nothing() -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.support.demo", cwd=REPO_ROOT, env=env,
+        sys.executable, "-m", "devtools.demo", cwd=REPO_ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), DEMO_TIMEOUT)

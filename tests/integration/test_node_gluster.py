@@ -26,12 +26,12 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from devtools import glusterd
+from devtools.localcluster.processes import HEKETI_CSI, ManagedProcess, wait_ready
 from services.common.identity import plugin_capabilities
 from services.common.proto import csi_grpc, csi_pb2
 from services.node import mountinfo
 from services.node.mounter import gluster_clients_of
-from tests.support import glusterd
-from tests.support.processes import HEKETI_CSI, ManagedProcess, wait_ready
 
 pytestmark = pytest.mark.gluster
 

@@ -19,10 +19,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from devtools.kubelet_sim import KubeletSimulator
+from devtools.localcluster.processes import HEKETI_CSI, ManagedProcess
 from services.common.config import DEFAULT_DRIVER_NAME as DRIVER
 from services.registrar.driver import NoAnswer, driver_name
-from tests.support.kubelet_sim import KubeletSimulator
-from tests.support.processes import HEKETI_CSI, ManagedProcess
 
 NODE_ID = "node-reg-1"
 
@@ -95,7 +95,7 @@ class Env:
     def kubelet(self, *extra: str) -> ManagedProcess:
         proc = ManagedProcess(
             "kubelet-sim",
-            [sys.executable, "-m", "tests.support.kubelet_sim",
+            [sys.executable, "-m", "devtools.kubelet_sim",
              "--registration-dir", str(self.reg_dir), *extra],
             self.root / f"kubelet-{len(self.procs)}.log",
         )

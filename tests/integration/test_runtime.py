@@ -12,12 +12,12 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from devtools.localcluster.processes import HEKETI_CSI, ManagedProcess, wait_for_path, wait_ready
 from services.common.config import DEFAULT_DRIVER_NAME
 from services.common.proto import csi_grpc, csi_pb2
 from services.common.rpc import RpcContext, servable
 from services.common.server import run_grpc_server
 from services.common.version import package_version
-from tests.support.processes import HEKETI_CSI, ManagedProcess, wait_for_path, wait_ready
 
 
 def controller(tmp_path: Path, sock: Path, *extra: str, name: str = "controller") -> ManagedProcess:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.csi_client import CsiClient
-from tests.support.launcher import LocalCluster
+from devtools.csi_client import CsiClient
+from devtools.localcluster import LocalCluster
 
 GIB = 1 << 30
 pytestmark = pytest.mark.gluster

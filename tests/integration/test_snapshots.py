@@ -6,10 +6,10 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from devtools.localcluster.processes import wait_ready
 from services.common.proto import csi_pb2
 from services.controller.ids import Kind, parse_owned_name
 from tests.support.controller_harness import GIB, KEY, create_request, our_volumes, start_controller
-from tests.support.processes import wait_ready
 
 
 def snapshot_request(name: str, source: str) -> csi_pb2.CreateSnapshotRequest:

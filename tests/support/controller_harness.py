@@ -8,10 +8,10 @@ from pathlib import Path
 
 from grpclib.client import Channel
 
+from devtools.heketi_sim.server import HeketiSimulator
+from devtools.localcluster.processes import HEKETI_CSI, ManagedProcess
 from services.common.proto import csi_grpc, csi_pb2
 from services.controller.ids import parse_owned_name
-from tests.support.heketi_sim.server import HeketiSimulator
-from tests.support.processes import HEKETI_CSI, ManagedProcess
 
 GIB = 1 << 30
 KEY = "controller-test-admin-key"

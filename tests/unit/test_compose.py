@@ -228,18 +228,18 @@ def test_glusterd_and_the_simulator_share_host_name_processes_and_sockets() -> N
     assert brick_root in heketi_volumes
     assert glusterd_volumes.get(brick_root) == heketi_volumes[brick_root]
     assert glusterd_volumes.get("/run") == heketi_volumes.get("/run"), "CLI socket in /run"
-    assert command_of(heketi)[:3] == ["python", "-m", "tests.support.heketi_sim"]
+    assert command_of(heketi)[:3] == ["python", "-m", "devtools.heketi_sim"]
     assert "--glusterd" in command_of(heketi)
     assert command_of(glusterd)[0] == "glusterd"
     assert "--no-daemon" in command_of(glusterd)
 
 
 def test_simulator_flags_exist_in_its_help() -> None:
-    if not (REPO / "tests/support/heketi_sim/__main__.py").exists():
-        pytest.skip("tests/support/heketi_sim has no __main__ yet")
+    if not (REPO / "devtools/heketi_sim/__main__.py").exists():
+        pytest.skip("devtools/heketi_sim has no __main__ yet")
     used = set(flags_of(command_of(services()["heketi"])))
-    flags = help_flags("tests.support.heketi_sim")
-    assert used <= flags, f"python -m tests.support.heketi_sim --help lacks {used - flags}"
+    flags = help_flags("devtools.heketi_sim")
+    assert used <= flags, f"python -m devtools.heketi_sim --help lacks {used - flags}"
 
 
 def test_controller_reaches_the_simulator() -> None:
@@ -309,7 +309,7 @@ def test_controller_socket_is_shared_with_the_demo() -> None:
 
 def test_demo_runs_once_after_the_stack_is_up() -> None:
     demo = services()["demo"]
-    assert command_of(demo) == ["python", "-m", "tests.support.demo"]
+    assert command_of(demo) == ["python", "-m", "devtools.demo"]
     # The demo drives the stack's own sockets (it mounts nothing, so it is not privileged).
     env = demo["environment"]
     assert env["CSI_NODE_ENDPOINT"] == \
@@ -366,7 +366,7 @@ def test_dev_image_has_the_simulator_and_gluster_server() -> None:
     dev = " \n".join(dockerfile_stages()["dev"])
     assert dev.startswith("FROM runtime AS dev")
     assert "glusterfs-server" in dev
-    assert "COPY tests ./tests" in dev
+    assert "COPY devtools ./devtools" in dev
     assert "PYTHONPATH=" in dev
 
 

@@ -10,8 +10,8 @@ import warnings
 import jwt
 import pytest
 
+from devtools.heketi_sim import jwtcheck
 from services.controller.heketi import auth
-from tests.support.heketi_sim import jwtcheck
 
 KEYS = {"admin": "My Secret", "user": "user-key"}
 NOW = 1_700_000_000

@@ -1061,7 +1061,7 @@ def test_e2e_overlay_replaces_heketi_with_the_simulator() -> None:
     objects = build(K8S / "e2e")
     assert not find(objects, "Deployment", "heketi"), "real Heketi cannot run in kind"
     container = _simulator_container()
-    assert container["command"] == ["python", "-m", "tests.support.heketi_sim"]
+    assert container["command"] == ["python", "-m", "devtools.heketi_sim"]
     assert _split_image(container["image"])[0] == DEV_IMAGE
     assert "--glusterd" in container["args"]
     port = int(flag_value(container["args"], "--port") or 0)
@@ -1086,11 +1086,11 @@ def test_e2e_overlay_replaces_heketi_with_the_simulator() -> None:
 
 
 def test_e2e_simulator_flags_exist_in_its_help() -> None:
-    if not (REPO / "tests/support/heketi_sim/__main__.py").exists():
-        pytest.skip("tests/support/heketi_sim has no __main__ yet")
-    flags = help_flags("tests.support.heketi_sim")
+    if not (REPO / "devtools/heketi_sim/__main__.py").exists():
+        pytest.skip("devtools/heketi_sim has no __main__ yet")
+    flags = help_flags("devtools.heketi_sim")
     used = set(flags_of(_simulator_container()["args"]))
-    assert used <= flags, f"python -m tests.support.heketi_sim --help lacks {used - flags}"
+    assert used <= flags, f"python -m devtools.heketi_sim --help lacks {used - flags}"
 
 
 def test_flag_helpers() -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from grpclib.server import Server
 
+from devtools.kubelet_sim import KubeletSimulator
 from services.common.proto import csi_grpc, csi_pb2
 from services.common.proto.pluginregistration import api_grpc, api_pb2
 from services.common.rpc import RpcContext, servable
-from tests.support.kubelet_sim import KubeletSimulator
 
 DRIVER = "glusterfs.heketi.csi.io"
 

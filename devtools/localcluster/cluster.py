@@ -3,40 +3,28 @@
 One harness for the demo, the integration tests, the conformance run and the benchmarks.
 `LocalCluster` starts, as separate processes in a fresh base directory:
 
-1. the Heketi simulator (`python -m tests.support.heketi_sim`), backed by the local glusterd
+1. the Heketi simulator (`python -m devtools.heketi_sim`), backed by the local glusterd
    (bricks under `<base>/bricks`), or a real Heketi given by URL and key instead;
 2. the controller (`heketi-csi controller`), on `<base>/controller/csi.sock`;
 3. the node plugin (`heketi-csi node`) with its kubelet root `<base>/kubelet`, on
    `<base>/kubelet/plugins/<driver>/csi.sock`, as kubelet would find it;
 4. the registrar (`heketi-csi registrar`), on `<base>/kubelet/plugins_registry/`, with
    /healthz on a free local port;
-5. the kubelet simulator (`python -m tests.support.kubelet_sim`), which registers the node
+5. the kubelet simulator (`python -m devtools.kubelet_sim`), which registers the node
    plugin through the registrar.
 
 It waits until each answers (Probe, /hello, /healthz, the registration), and tears everything
-down on exit, also after a failure or a cancellation (Ctrl-C): processes (SIGTERM, then
-SIGKILL), mounts under the base directory (`umount`, then `umount -l`), the simulator (which
-deletes its gluster volumes), any gluster volume still having a brick under the base
-directory, and finally the directory.
+down on exit, also after a failure or a cancellation (Ctrl-C): see `teardown.py`.
 
     async with LocalCluster() as cluster:
         print(cluster.summary())
         async with CsiClient(cluster.controller_socket) as csi: ...
-
-`python -m tests.support.launcher` (`make up`) keeps a cluster running until Ctrl-C/SIGTERM.
-Tests that want one cluster for a whole session from synchronous fixtures use
-`BackgroundCluster`, which runs a LocalCluster in an event loop of its own thread.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import atexit
-import concurrent.futures
-import contextlib
 import hashlib
-import json
 import os
 import secrets
 import shutil
@@ -45,138 +33,43 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
 
-import aiohttp
-
+from devtools import glusterd
+from devtools.localcluster.processes import (
+    HEKETI_CSI,
+    READY_TIMEOUT,
+    ClusterError,
+    ManagedProcess,
+    free_port,
+    json_line,
+    log_tail,
+    wait_http,
+    wait_log_line,
+    wait_ready,
+)
+from devtools.localcluster.teardown import (
+    TeardownReport,
+    gluster_volumes_with_bricks_under,
+    mounts_under,
+    unmount_all_under,
+)
 from services.common.config import DEFAULT_DRIVER_NAME
 from services.common.errors import InvalidArgument
-from services.node import mountinfo
 from services.node.paths import validate_for_helper
-from tests.support import glusterd
-from tests.support.processes import HEKETI_CSI, ManagedProcess, wait_ready
-
-T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SIM_MODULE = "tests.support.heketi_sim"
-KUBELET_SIM_MODULE = "tests.support.kubelet_sim"
+SIM_MODULE = "devtools.heketi_sim"
+KUBELET_SIM_MODULE = "devtools.kubelet_sim"
 # The longest path a unix socket address can hold (sun_path is 108 bytes with the NUL).
 MAX_SOCKET_PATH = 107
 # Order in which processes start; teardown stops them in reverse (the simulator last).
 START_ORDER = ("heketi-sim", "controller", "node", "registrar", "kubelet-sim")
-READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 SIM_STOP_TIMEOUT = 120.0  # it stops and deletes each of its gluster volumes
-UMOUNT_TIMEOUT = 15.0
-
-
-class ClusterError(RuntimeError):
-    """The cluster could not start (the message carries the failing process's log tail)."""
-
-
-@dataclass
-class TeardownReport:
-    """What the teardown did, and what it could not undo."""
-
-    stopped: list[str] = field(default_factory=list)
-    crashed: list[str] = field(default_factory=list)
-    unmounted: list[str] = field(default_factory=list)
-    deleted_volumes: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def clean(self) -> bool:
-        """Whether nothing was left behind (crashed processes do not count)."""
-        return not self.problems
-
-    def text(self) -> str:
-        lines = [f"stopped: {', '.join(self.stopped) or '-'}"]
-        if self.crashed:
-            lines.append(f"had exited before (or failed at) SIGTERM: {', '.join(self.crashed)}")
-        if self.unmounted:
-            lines.append(f"unmounted leftovers: {', '.join(self.unmounted)}")
-        if self.deleted_volumes:
-            lines.append(f"deleted leftover gluster volumes: {', '.join(self.deleted_volumes)}")
-        lines.extend(f"PROBLEM: {p}" for p in self.problems)
-        return "\n".join(lines)
-
-
-# --- helpers on the machine's state -----------------------------------------------------------
-def _under(path: str, base: Path) -> bool:
-    root = str(base)
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def mounts_under(base: Path) -> list[mountinfo.Mount]:
-    """Mounts whose mount point lies in `base` (or is it), newest first."""
-    found = [m for m in mountinfo.read()
-             if _under(m.mount_point, base)]
-    return sorted(found, key=lambda m: m.mount_id, reverse=True)
-
-
-async def _run(argv: Sequence[str], timeout: float) -> tuple[int, str]:
-    """Run a command; (exit code, stderr+stdout). Killed at the deadline (exit code -9)."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        return -9, f"no answer within {timeout:.0f} s"
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(errors="replace").strip()
-
-
-async def unmount_all_under(base: Path, report: TeardownReport) -> None:
-    """Unmount everything mounted in `base`: `umount`, then `umount -l` for a stuck one."""
-    for _attempt in range(3):
-        mounts = mounts_under(base)
-        if not mounts:
-            return
-        for mount in mounts:
-            code, _ = await _run(["umount", mount.mount_point], UMOUNT_TIMEOUT)
-            if code != 0:
-                code, _ = await _run(["umount", "-l", mount.mount_point], UMOUNT_TIMEOUT)
-            if code == 0:
-                report.unmounted.append(mount.mount_point)
-    left = mounts_under(base)
-    if left:
-        report.problems.append(
-            "still mounted: " + ", ".join(m.mount_point for m in left))
-
-
-async def gluster_volumes_with_bricks_under(base: Path) -> list[str]:
-    """Names of gluster volumes (on this glusterd) with at least one brick in `base`."""
-    code, out = await _run(["gluster", "--mode=script", "--xml", "volume", "info"], 60)
-    if code != 0:
-        raise RuntimeError(f"gluster volume info: {out}")
-    root = ET.fromstring(out)
-    names = []
-    for volume in root.iterfind("volInfo/volumes/volume"):
-        for brick in volume.iterfind("bricks/brick"):
-            _host, _, path = (brick.findtext("name") or "").partition(":")
-            if path and _under(path, base):
-                names.append(volume.findtext("name") or "")
-                break
-    return [n for n in names if n]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _new_base_dir() -> Path:
@@ -190,56 +83,6 @@ def _new_base_dir() -> Path:
             continue
         return path
     raise ClusterError(f"cannot create a directory in {parent}")
-
-
-def _tail(proc: ManagedProcess, chars: int = 3000) -> str:
-    text = proc.log_text()[-chars:]
-    return f"--- last lines of {proc.log_path} ---\n{text}" if text else \
-        f"--- {proc.log_path} is empty ---"
-
-
-async def wait_http(proc: ManagedProcess, url: str, timeout: float = READY_TIMEOUT) -> None:
-    """Wait until GET `url` answers 200 (while `proc` keeps running)."""
-    deadline = time.monotonic() + timeout
-    last = "no answer yet"
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-        while time.monotonic() < deadline:
-            if not proc.running:
-                raise ClusterError(f"{proc.name} exited with {proc.proc and proc.proc.returncode}"
-                                   f"\n{_tail(proc)}")
-            try:
-                async with session.get(url) as reply:
-                    if reply.status == 200:
-                        return
-                    last = f"HTTP {reply.status}: {(await reply.text())[:200]}"
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            await asyncio.sleep(0.1)
-    raise ClusterError(f"{proc.name}: {url} not ready after {timeout:.0f} s ({last})\n"
-                       f"{_tail(proc)}")
-
-
-async def wait_log_line(proc: ManagedProcess, predicate: Callable[[str], bool],
-                        what: str, timeout: float = READY_TIMEOUT) -> str:
-    """Wait until a line of `proc`'s log satisfies `predicate`; return that line."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in proc.log_text().splitlines():
-            if predicate(line):
-                return line
-        if not proc.running:
-            raise ClusterError(f"{proc.name} exited with {proc.proc and proc.proc.returncode} "
-                               f"before {what}\n{_tail(proc)}")
-        await asyncio.sleep(0.05)
-    raise ClusterError(f"{proc.name}: no {what} after {timeout:.0f} s\n{_tail(proc)}")
-
-
-def _json_line(line: str) -> dict[str, Any]:
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 # --- the cluster ------------------------------------------------------------------------------
@@ -541,15 +384,15 @@ class LocalCluster:
         ]).start()
 
         def registered(line: str) -> bool:
-            event = _json_line(line)
+            event = json_line(line)
             if event.get("kind") == "rejected" and event.get("driver") == self.driver_name:
                 raise ClusterError(f"kubelet simulator rejected the registration: "
-                                   f"{event.get('error')}\n{_tail(registrar)}")
+                                   f"{event.get('error')}\n{log_tail(registrar)}")
             return event.get("kind") == "registered" and event.get("driver") == self.driver_name
 
         line = await wait_log_line(kubelet, registered, f"registration of {self.driver_name}",
                                    self.ready_timeout)
-        node_id = _json_line(line).get("node_id")
+        node_id = json_line(line).get("node_id")
         if node_id != self.node_id:
             raise ClusterError(f"kubelet simulator registered node id {node_id!r}, "
                                f"expected {self.node_id!r}")
@@ -673,7 +516,7 @@ class LocalCluster:
         return "\n".join(lines)
 
     def examples(self) -> str:
-        client = "python -m tests.support.csi_client"
+        client = "python -m devtools.csi_client"
         return "\n".join([
             "Talk to it (from the repository root):",
             f"  {client} --endpoint {self.controller_endpoint} info",
@@ -696,173 +539,3 @@ class LocalCluster:
 
     def dead_processes(self) -> list[ManagedProcess]:
         return [p for p in self.processes.values() if p.proc is not None and not p.running]
-
-
-# --- a cluster in a thread, for synchronous (session) fixtures -------------------------------
-class BackgroundCluster:
-    """Runs a LocalCluster in its own thread and event loop.
-
-    `with BackgroundCluster(**kwargs) as cluster:` yields the started LocalCluster; its paths,
-    URLs and keys are plain values usable from any thread and loop. Coroutines that touch
-    its processes (e.g. `cluster.restart("node")`) must run in the cluster's loop:
-    `background.call(cluster.restart("node"))` or `await background.acall(...)`.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.kwargs = kwargs
-        self.cluster: LocalCluster | None = None
-        self.report: TeardownReport | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name="local-cluster", daemon=True)
-
-    def __enter__(self) -> LocalCluster:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        report = self.stop()
-        if exc_type is None and report is not None and not report.clean:
-            raise ClusterError("local cluster teardown left things behind:\n" + report.text())
-
-    def start(self, timeout: float = 300.0) -> LocalCluster:
-        # Should the caller never stop it (an interpreter exiting on an error), tear down
-        # at exit anyway: the thread is a daemon and would otherwise just vanish.
-        atexit.register(self.stop)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise ClusterError(f"the local cluster did not start within {timeout:.0f} s")
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
-        assert self.cluster is not None
-        return self.cluster
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as exc:
-            self._error = exc
-        finally:
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        cluster = LocalCluster(**self.kwargs)
-        try:
-            await cluster.start()
-        except BaseException as exc:
-            self._error = exc
-            return
-        self.cluster = cluster
-        self._ready.set()
-        try:
-            await self._stop.wait()
-        finally:
-            self.report = await cluster.stop()
-
-    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = 300.0) -> T:
-        """Run `coro` in the cluster's loop and wait for its result (from another thread)."""
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    async def acall(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Like call(), awaitable from another event loop."""
-        assert self._loop is not None
-        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        return await asyncio.wrap_future(future)
-
-    def stop(self, timeout: float = 300.0) -> TeardownReport | None:
-        atexit.unregister(self.stop)
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            with contextlib.suppress(RuntimeError):  # the loop closed already
-                self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        return self.report
-
-
-# --- `make up` ---------------------------------------------------------------------------------
-async def _watch(cluster: LocalCluster, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        dead = cluster.dead_processes()
-        if dead:
-            for proc in dead:
-                print(f"\n{proc.name} exited with {proc.proc and proc.proc.returncode}\n"
-                      f"{_tail(proc)}", file=sys.stderr)
-            stop.set()
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 1.0)
-
-
-async def _up(args: argparse.Namespace) -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    main_task = asyncio.current_task()
-    signals: list[str] = []
-    stop_armed = False
-
-    def on_signal(sig: signal.Signals) -> None:
-        signals.append(sig.name)
-        if len(signals) > 1:
-            print(f"({sig.name}: already stopping)", file=sys.stderr)
-            return
-        print(f"\n{sig.name}: stopping the local cluster ...", flush=True)
-        if stop_armed and main_task is not None:
-            stop.set()
-        elif main_task is not None:
-            main_task.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig)
-    print("starting the local cluster ...", flush=True)
-    cluster = LocalCluster(args.base_dir, glusterd=not args.no_glusterd,
-                           keep_logs=args.keep_logs)
-    try:
-        await cluster.start()
-    except asyncio.CancelledError:
-        print("interrupted during start-up; everything was torn down")
-        return 130
-    except ClusterError as exc:
-        print(f"the local cluster did not start:\n{exc}", file=sys.stderr)
-        return 1
-    failed = False
-    try:
-        stop_armed = True
-        print(cluster.summary())
-        print()
-        print(cluster.examples())
-        print("\nRunning. Ctrl-C (or SIGTERM) stops everything and removes it.", flush=True)
-        await _watch(cluster, stop)
-        failed = bool(cluster.dead_processes())
-    finally:
-        report = await cluster.stop()
-        print("teardown: " + report.text().replace("\n", "\n  "))
-    if not report.clean or failed:
-        return 1
-    print("stopped; nothing left behind")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.support.launcher",
-        description="Run the local heketi-csi cluster (Heketi simulator on the local "
-                    "glusterd, controller, node, registrar, kubelet simulator) until Ctrl-C.")
-    parser.add_argument("--base-dir", type=Path, default=None,
-                        help="directory for sockets, bricks and logs (default: a new "
-                             "$TMPDIR/hcsi-<random>)")
-    parser.add_argument("--no-glusterd", action="store_true",
-                        help="keep volumes in the simulator's memory (nothing mounts)")
-    parser.add_argument("--keep-logs", action="store_true",
-                        help="leave <base>/logs behind when stopping")
-    return asyncio.run(_up(parser.parse_args(argv)))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from devtools.heketi_sim.server import HeketiSimulator
 from services.controller.heketi import HeketiClient, HeketiNotFound
-from tests.support.heketi_sim.server import HeketiSimulator
 
 ENV_URL = "HEKETI_TEST_URL"
 ENV_ADMIN_KEY = "HEKETI_TEST_ADMIN_KEY"

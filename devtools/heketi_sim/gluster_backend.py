@@ -21,7 +21,7 @@ import os
 import shutil
 from pathlib import Path
 
-from tests.support import glusterd
+from devtools import glusterd
 
 _SKIP_AT_ROOT = {".glusterfs"}
 

@@ -11,7 +11,7 @@ In-process:
         node_id = await sim.wait_registered("glusterfs.heketi.csi.io", timeout=10)
 
 As a process (one JSON line per event on stdout; SIGTERM/SIGINT stop it with exit code 0):
-    python -m tests.support.kubelet_sim --registration-dir DIR [--reject REASON]
+    python -m devtools.kubelet_sim --registration-dir DIR [--reject REASON]
 """
 
 from __future__ import annotations
@@ -301,7 +301,7 @@ async def _serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.support.kubelet_sim",
+        prog="python -m devtools.kubelet_sim",
         description="Register CSI plugins from a registration directory, like kubelet.")
     parser.add_argument("--registration-dir", required=True,
                         help="directory to watch for <driver>-reg.sock files")

@@ -1,21 +1,31 @@
-"""Start and stop the driver's processes (and other helpers) as real subprocesses."""
+"""Start, watch and stop the driver's processes (and other helpers) as real subprocesses,
+and wait until they are ready (a socket answering Probe, an HTTP URL, a log line)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import socket as socketlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 from grpclib.client import Channel
 
 from services.common.proto import csi_grpc, csi_pb2
 
 HEKETI_CSI = [sys.executable, "-m", "services.cli"]
+READY_TIMEOUT = 60.0
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not start (the message carries the failing process's log tail)."""
 
 
 class ManagedProcess:
@@ -124,3 +134,60 @@ async def wait_ready(proc: ManagedProcess, socket: Path, timeout: float = 30.0,
         await asyncio.sleep(0.05)
     raise TimeoutError(f"{proc.name} not ready on {socket} after {timeout} s:\n"
                        f"{proc.log_text()[-3000:]}")
+
+
+def free_port() -> int:
+    with socketlib.socket(socketlib.AF_INET, socketlib.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def log_tail(proc: ManagedProcess, chars: int = 3000) -> str:
+    text = proc.log_text()[-chars:]
+    return f"--- last lines of {proc.log_path} ---\n{text}" if text else \
+        f"--- {proc.log_path} is empty ---"
+
+
+async def wait_http(proc: ManagedProcess, url: str, timeout: float = READY_TIMEOUT) -> None:
+    """Wait until GET `url` answers 200 (while `proc` keeps running)."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while time.monotonic() < deadline:
+            if not proc.running:
+                raise ClusterError(f"{proc.name} exited with {proc.proc and proc.proc.returncode}"
+                                   f"\n{log_tail(proc)}")
+            try:
+                async with session.get(url) as reply:
+                    if reply.status == 200:
+                        return
+                    last = f"HTTP {reply.status}: {(await reply.text())[:200]}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            await asyncio.sleep(0.1)
+    raise ClusterError(f"{proc.name}: {url} not ready after {timeout:.0f} s ({last})\n"
+                       f"{log_tail(proc)}")
+
+
+async def wait_log_line(proc: ManagedProcess, predicate: Callable[[str], bool],
+                        what: str, timeout: float = READY_TIMEOUT) -> str:
+    """Wait until a line of `proc`'s log satisfies `predicate`; return that line."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in proc.log_text().splitlines():
+            if predicate(line):
+                return line
+        if not proc.running:
+            raise ClusterError(f"{proc.name} exited with {proc.proc and proc.proc.returncode} "
+                               f"before {what}\n{log_tail(proc)}")
+        await asyncio.sleep(0.05)
+    raise ClusterError(f"{proc.name}: no {what} after {timeout:.0f} s\n{log_tail(proc)}")
+
+
+def json_line(line: str) -> dict[str, Any]:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

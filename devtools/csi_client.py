@@ -9,7 +9,7 @@ the sidecars and kubelet do, without spelling out request messages each time:
 Errors are grpclib's `GRPCError` (`exc.status` is a `grpclib.const.Status`);
 `is_unimplemented(exc)` tells an RPC the driver does not offer.
 
-CLI (`python -m tests.support.csi_client --endpoint unix:///path/csi.sock COMMAND`):
+CLI (`python -m devtools.csi_client --endpoint unix:///path/csi.sock COMMAND`):
 `info`, `create NAME SIZE_GIB [--param key=value ...]`, `list`, `delete VOLUME_ID`.
 """
 
@@ -357,7 +357,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.support.csi_client",
+        prog="python -m devtools.csi_client",
         description="Call a CSI driver over its unix socket (a few calls; see `make up`).")
     parser.add_argument("--endpoint", required=True,
                         help="the driver's socket: unix:///path/csi.sock or /path/csi.sock")

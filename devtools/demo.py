@@ -30,15 +30,15 @@ from typing import Protocol, TextIO, TypeVar
 
 from grpclib.exceptions import GRPCError
 
-from services.common.proto import csi_pb2
-from tests.support.csi_client import GIB, CsiClient, is_unimplemented
-from tests.support.launcher import (
+from devtools.csi_client import GIB, CsiClient, is_unimplemented
+from devtools.localcluster import (
     ClusterError,
     KubeletPaths,
     LocalCluster,
     gluster_volumes_with_bricks_under,
     mounts_under,
 )
+from services.common.proto import csi_pb2
 
 T = TypeVar("T")
 
@@ -548,7 +548,7 @@ async def _main(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.support.demo",
+        prog="python -m devtools.demo",
         description="Play a PVC's life (create, attach, stage, publish, expand, snapshot, "
                     "restore, clean up) on a local heketi-csi cluster.")
     parser.add_argument("--base-dir", type=Path, default=None,

@@ -1,4 +1,4 @@
-"""`python -m tests.support.heketi_sim`: run the simulator as a process.
+"""`python -m devtools.heketi_sim`: run the simulator as a process.
 
 Prints `heketi-sim listening on http://<host>:<port>` on stdout once it accepts requests,
 and exits 0 on SIGTERM/SIGINT after deleting (in glusterd mode) every gluster volume it made.
@@ -12,11 +12,11 @@ import signal
 import sys
 from pathlib import Path
 
-from tests.support.heketi_sim.server import HeketiSimulator, SimConfig
+from devtools.heketi_sim.server import HeketiSimulator, SimConfig
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tests.support.heketi_sim",
+    p = argparse.ArgumentParser(prog="python -m devtools.heketi_sim",
                                 description="Heketi v10 REST API simulator")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080, help="0 picks a free port")

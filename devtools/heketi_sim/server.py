@@ -1,7 +1,7 @@
 """The Heketi simulator: an aiohttp server speaking Heketi v10's REST API.
 
 Start it in-process (`async with HeketiSimulator(admin_key=...) as sim: sim.url`) or as a
-process (`python -m tests.support.heketi_sim`). What it reproduces, with Heketi's texts:
+process (`python -m devtools.heketi_sim`). What it reproduces, with Heketi's texts:
 JWT checks, asynchronous operations through `/queue/<id>` with one-shot results, throttling
 (429 beyond `max_inflight` running operations), synchronous allocation failures, name
 clashes, the per-cluster volume limit, pending volumes hidden from reads, maintenance mode.
@@ -25,9 +25,9 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.support.heketi_sim import jwtcheck
-from tests.support.heketi_sim.gluster_backend import GlusterBackend
-from tests.support.heketi_sim.model import NoSpace, Topology, Volume, new_id
+from devtools.heketi_sim import jwtcheck
+from devtools.heketi_sim.gluster_backend import GlusterBackend
+from devtools.heketi_sim.model import NoSpace, Topology, Volume, new_id
 
 MUTATING_KINDS = ("create", "delete", "expand", "clone")
 FAULT_KINDS = (*MUTATING_KINDS, "get", "queue")

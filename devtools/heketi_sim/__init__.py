@@ -1,5 +1,5 @@
 """A Heketi v10 simulator for tests, benchmarks and the local demo (never for production)."""
 
-from tests.support.heketi_sim.server import FailRule, HeketiSimulator, SimConfig
+from devtools.heketi_sim.server import FailRule, HeketiSimulator, SimConfig
 
 __all__ = ["FailRule", "HeketiSimulator", "SimConfig"]

@@ -1,0 +1,95 @@
+"""`python -m devtools.localcluster` (`make up`): keep a local cluster running until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from devtools.localcluster.cluster import LocalCluster
+from devtools.localcluster.processes import ClusterError, log_tail
+
+
+async def _watch(cluster: LocalCluster, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        dead = cluster.dead_processes()
+        if dead:
+            for proc in dead:
+                print(f"\n{proc.name} exited with {proc.proc and proc.proc.returncode}\n"
+                      f"{log_tail(proc)}", file=sys.stderr)
+            stop.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+
+
+async def _up(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    main_task = asyncio.current_task()
+    signals: list[str] = []
+    stop_armed = False
+
+    def on_signal(sig: signal.Signals) -> None:
+        signals.append(sig.name)
+        if len(signals) > 1:
+            print(f"({sig.name}: already stopping)", file=sys.stderr)
+            return
+        print(f"\n{sig.name}: stopping the local cluster ...", flush=True)
+        if stop_armed and main_task is not None:
+            stop.set()
+        elif main_task is not None:
+            main_task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    print("starting the local cluster ...", flush=True)
+    cluster = LocalCluster(args.base_dir, glusterd=not args.no_glusterd,
+                           keep_logs=args.keep_logs)
+    try:
+        await cluster.start()
+    except asyncio.CancelledError:
+        print("interrupted during start-up; everything was torn down")
+        return 130
+    except ClusterError as exc:
+        print(f"the local cluster did not start:\n{exc}", file=sys.stderr)
+        return 1
+    failed = False
+    try:
+        stop_armed = True
+        print(cluster.summary())
+        print()
+        print(cluster.examples())
+        print("\nRunning. Ctrl-C (or SIGTERM) stops everything and removes it.", flush=True)
+        await _watch(cluster, stop)
+        failed = bool(cluster.dead_processes())
+    finally:
+        report = await cluster.stop()
+        print("teardown: " + report.text().replace("\n", "\n  "))
+    if not report.clean or failed:
+        return 1
+    print("stopped; nothing left behind")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.localcluster",
+        description="Run the local heketi-csi cluster (Heketi simulator on the local "
+                    "glusterd, controller, node, registrar, kubelet simulator) until Ctrl-C.")
+    parser.add_argument("--base-dir", type=Path, default=None,
+                        help="directory for sockets, bricks and logs (default: a new "
+                             "$TMPDIR/hcsi-<random>)")
+    parser.add_argument("--no-glusterd", action="store_true",
+                        help="keep volumes in the simulator's memory (nothing mounts)")
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="leave <base>/logs behind when stopping")
+    return asyncio.run(_up(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
