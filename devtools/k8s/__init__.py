@@ -1,0 +1,1 @@
+"""A local single-node Kubernetes built from the package registries (see README.md)."""
