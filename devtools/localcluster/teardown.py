@@ -13,7 +13,7 @@ from pathlib import Path
 
 from services.common.commands import CommandTimeout, run_command
 from services.node import mountinfo
-from services.node.mounter import Mounter
+from services.node.mounter import SystemMounter
 
 UMOUNT_TIMEOUT = 15.0
 GLUSTER_TIMEOUT = 60.0
@@ -59,7 +59,7 @@ def mounts_under(base: Path) -> list[mountinfo.Mount]:
 
 async def unmount_all_under(base: Path, report: TeardownReport) -> None:
     """Unmount everything mounted in `base`, newest first, the way the node plugin does."""
-    mounter = Mounter()
+    mounter = SystemMounter()
     for mount in mounts_under(base):
         try:
             if await mounter.unmount(mount.mount_point, UMOUNT_TIMEOUT):

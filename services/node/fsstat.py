@@ -104,9 +104,6 @@ class SingleFlight(Generic[T]):
     def in_flight(self) -> int:
         return len(self._inflight)
 
-    def is_in_flight(self, key: str) -> bool:
-        return key in self._inflight
-
     async def call(self, key: str, seconds: float) -> T:
         future = self._inflight.get(key)
         if future is None:

@@ -18,7 +18,7 @@ from services.common.metrics import start_metrics_server
 from services.common.server import run_grpc_server
 from services.node.fsstat import FsProbe
 from services.node.locks import OperationLocks
-from services.node.mounter import Mounter
+from services.node.mounter import SystemMounter
 from services.node.mountopts import LOG_LEVELS
 from services.node.paths import normalize_root, validate_for_helper
 from services.node.repair import Repairer
@@ -133,9 +133,9 @@ def build_service(args: argparse.Namespace) -> NodeService:
         mount_timeout=args.mount_timeout,
         stats_timeout=args.stats_timeout,
     )
-    mounter = Mounter()
+    mounter = SystemMounter()
     store = StateStore(state_dir(config.kubelet_root, config.driver_name))
-    probe = FsProbe(config.stats_timeout)
+    probe = FsProbe(config.stats_timeout, mounter.usage)
     locks = OperationLocks()
     repairer = Repairer(mounter, store, probe, locks, config.kubelet_root, config.mount_timeout)
     return NodeService(config, mounter, store, probe, locks, repairer)

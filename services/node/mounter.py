@@ -1,4 +1,10 @@
-"""mount and umount, as asyncio subprocesses with deadlines.
+"""The node's one door to mounts: the `Mounter` protocol and its real implementation.
+
+The node service and the repairer see mounts only through `Mounter` (mount, bind, unmount,
+the mount table, the gluster clients serving a mount, the usage of a mounted path), as
+csi-driver-nfs sees them through mount-utils' `Interface`; the unit tests use the in-memory
+fake in `devtools/fake_mounter.py`. `SystemMounter` runs mount and umount as asyncio
+subprocesses with deadlines (`services.common.commands.run_command`):
 
 - A glusterfs mount that overruns its deadline is not left to finish on its own (a lingering
   half-mount poisons later mounts): the mount helper's process group is killed, then the
@@ -18,11 +24,13 @@ import os
 import signal
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from services.common.commands import CommandTimeout, run_command
 from services.common.errors import DeadlineExceeded, Internal
 from services.common.logging import get_logger
 from services.node import mountinfo
+from services.node.fsstat import Usage, usage_of
 from services.node.mountinfo import Mount
 
 _log = get_logger("node.mounter")
@@ -43,6 +51,40 @@ class MountTimeout(DeadlineExceeded):
 
 class UnmountFailed(Internal):
     """Even a lazy unmount did not remove the mount."""
+
+
+class Mounter(Protocol):
+    """What the node needs of the machine's mounts. Paths must already be validated."""
+
+    def mounts(self) -> list[Mount]:
+        """The mount table, in mount order (never touches a mounted filesystem)."""
+        ...
+
+    async def mount_glusterfs(
+        self, source: str, target: str, options: Sequence[str], log_file: str, seconds: float
+    ) -> Mount:
+        """FUSE-mount gluster `source` (host:volume) at `target`; return its entry.
+        Raises MountFailed or MountTimeout, leaving nothing of the attempt mounted."""
+        ...
+
+    async def bind(self, source: str, target: str, readonly: bool, seconds: float) -> Mount:
+        """Bind-mount `source` at `target` (read-only if asked); return its entry.
+        On failure nothing is left mounted at `target`."""
+        ...
+
+    async def unmount(self, target: str, seconds: float) -> bool:
+        """Unmount everything stacked at `target`, broken and hung mounts included; return
+        whether anything was mounted. Raises UnmountFailed if something is still there."""
+        ...
+
+    async def client_pids(self, mount_point: str) -> list[int]:
+        """Pids of the gluster client processes started for a mount at `mount_point`."""
+        ...
+
+    def usage(self, path: str) -> Usage:
+        """Blocking stat + statvfs of `path`; may hang for ever or raise OSError (ENOTCONN,
+        ...) on a broken mount. Call it only through `fsstat.FsProbe`, never on the loop."""
+        ...
 
 
 def gluster_clients_of(mount_point: str, proc_root: Path = Path("/proc")) -> list[int]:
@@ -93,8 +135,8 @@ def log_tail(log_file: str, since: int = 0) -> str:
     return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
-class Mounter:
-    """mount/umount for the node service. Paths must already be validated."""
+class SystemMounter(Mounter):
+    """The machine's mounts: /proc/self/mountinfo, mount(8) and umount(8), procfs, statvfs."""
 
     def __init__(
         self,
@@ -111,8 +153,11 @@ class Mounter:
     def mounts(self) -> list[Mount]:
         return mountinfo.read(self.mountinfo_path)
 
-    def mount_at(self, path: str) -> Mount | None:
-        return mountinfo.mount_at(self.mounts(), path)
+    async def client_pids(self, mount_point: str) -> list[int]:
+        return await asyncio.to_thread(gluster_clients_of, mount_point, self.proc_root)
+
+    def usage(self, path: str) -> Usage:
+        return usage_of(path)
 
     async def mount_glusterfs(
         self, source: str, target: str, options: Sequence[str], log_file: str, seconds: float
@@ -148,8 +193,7 @@ class Mounter:
 
     async def _clean_up_failed_mount(self, target: str, before: int) -> None:
         """Kill the gluster client of `target` and lazily unmount what it left behind."""
-        pids = await asyncio.to_thread(gluster_clients_of, target, self.proc_root)
-        for pid in pids:
+        for pid in await self.client_pids(target):
             _log.warning("killing gluster client of a failed mount", pid=pid, target=target)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)

@@ -31,7 +31,7 @@ from services.node import mountinfo
 from services.node.fsstat import FsProbe, PathMissing
 from services.node.locks import OperationLocks
 from services.node.metrics import REPAIRS
-from services.node.mounter import Mounter, gluster_clients_of
+from services.node.mounter import Mounter
 from services.node.mountinfo import GLUSTER_FSTYPE, Mount
 from services.node.mountopts import volume_of_source
 from services.node.state import StageRecord, StateStore
@@ -119,8 +119,7 @@ class Repairer:
             await asyncio.sleep(interval)
 
     async def _client_gone(self, path: str) -> bool:
-        pids = await asyncio.to_thread(gluster_clients_of, path, self.mounter.proc_root)
-        return not pids
+        return not await self.mounter.client_pids(path)
 
     async def _is_dead(self, path: str) -> bool:
         """Whether the mount at `path` answers ENOTCONN and has no client process."""

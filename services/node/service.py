@@ -232,7 +232,7 @@ class NodeService:
     async def _stage(
         self, volume_id: str, staging: str, plan: GlusterMount, ctx: RpcContext
     ) -> None:
-        existing = self.mounter.mount_at(staging)
+        existing = mountinfo.mount_at(self.mounter.mounts(), staging)
         previous = self.store.get(staging)
         record = StageRecord(
             volume_id=volume_id,
@@ -399,7 +399,7 @@ class NodeService:
             paths.validate(path, "volume_path", self.config.kubelet_root)
         except InvalidArgument as exc:
             raise NotFound(f"no volume at {path!r}: {exc.message}") from None
-        mount = self.mounter.mount_at(path)
+        mount = mountinfo.mount_at(self.mounter.mounts(), path)
         if mount is None:
             exists = await asyncio.to_thread(os.path.lexists, path)
             raise NotFound(f"nothing is mounted at {path}" if exists else f"{path} does not exist")

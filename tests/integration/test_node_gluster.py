@@ -359,13 +359,13 @@ async def test_killed_client_stats_abnormal_and_unpublish_unstage_succeed(node: 
 
 async def test_hung_mount_stats_answer_promptly(node: Node, tmp_path: Path) -> None:
     """A gluster client that never gets its volfile leaves a FUSE mount whose stat hangs."""
-    from services.node.mounter import Mounter, MountTimeout
+    from services.node.mounter import MountTimeout, SystemMounter
 
     silent = await asyncio.start_server(lambda r, w: None, host="0.0.0.0", port=0)
     port = silent.sockets[0].getsockname()[1]
     target = node.target("pod-hung", "pv")
     os.makedirs(target)
-    mounter = Mounter()
+    mounter = SystemMounter()
     hung = asyncio.create_task(
         mounter.mount_glusterfs(
             f"{glusterd.hostname()}:nothing", target,
@@ -392,7 +392,7 @@ async def test_hung_mount_stats_answer_promptly(node: Node, tmp_path: Path) -> N
 
 
 async def test_mount_timeout_kills_the_client_and_leaves_nothing_mounted(tmp_path: Path) -> None:
-    from services.node.mounter import Mounter, MountTimeout
+    from services.node.mounter import MountTimeout, SystemMounter
 
     silent = await asyncio.start_server(lambda r, w: None, host="0.0.0.0", port=0)
     port = silent.sockets[0].getsockname()[1]
@@ -402,7 +402,7 @@ async def test_mount_timeout_kills_the_client_and_leaves_nothing_mounted(tmp_pat
     try:
         started = time.monotonic()
         with pytest.raises(MountTimeout) as exc:
-            await Mounter().mount_glusterfs(
+            await SystemMounter().mount_glusterfs(
                 f"{glusterd.hostname()}:nothing", str(target),
                 [f"server-port={port}", f"log-file={log}"], str(log), 2,
             )  # fmt: skip

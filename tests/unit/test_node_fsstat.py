@@ -11,6 +11,7 @@ import time
 import pytest
 
 from services.node.fsstat import FsProbe, PathMissing, SingleFlight, Usage
+from tests.unit.test_node_service import eventually
 
 USAGE = Usage(100, 40, 60, 10, 4, 6)
 
@@ -58,8 +59,7 @@ async def test_hung_path_is_abnormal_promptly_and_does_not_pile_up_threads():
         assert ok.healthy and ok.usage == USAGE
     finally:
         fake.release.set()
-    await asyncio.sleep(0.1)
-    assert probe.in_flight() == 0
+    await eventually(lambda: probe.in_flight() == 0)
     # Once the hung call returned, the next call starts a fresh one.
     assert (await probe.probe("/hung")).healthy
     assert fake.calls["/hung"] == 2
@@ -69,7 +69,7 @@ async def test_concurrent_callers_share_one_call():
     fake = Hanging({"/slow"})
     flight = SingleFlight(fake)
     tasks = [asyncio.create_task(flight.call("/slow", 5)) for _ in range(10)]
-    await asyncio.sleep(0.05)
+    await eventually(lambda: "/slow" in fake.calls)
     assert flight.in_flight() == 1
     fake.release.set()
     results = await asyncio.gather(*tasks)
@@ -82,7 +82,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_others():
     flight = SingleFlight(fake)
     first = asyncio.create_task(flight.call("/slow", 5))
     second = asyncio.create_task(flight.call("/slow", 5))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: "/slow" in fake.calls)
     first.cancel()
     fake.release.set()
     assert await second == USAGE

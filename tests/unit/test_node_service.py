@@ -1,46 +1,41 @@
-"""Node RPC argument checks, locks and answers that need no real mount."""
+"""Node RPCs against the in-memory mounter: argument checks, operation locks, and what each
+call leaves in the mount table."""
+
+# Looking at the test's own local directories is fine on the test's loop.
+# ruff: noqa: ASYNC240
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from services.common.errors import Aborted, InvalidArgument, NotFound
+from devtools.fake_mounter import GIB, FakeMounter
+from services.common.errors import (
+    Aborted,
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from services.common.proto import csi_pb2
 from services.common.rpc import RpcContext
+from services.node import mountinfo
 from services.node.fsstat import FsProbe
 from services.node.locks import OperationLocks
-from services.node.mounter import Mounter
-from services.node.mountinfo import Mount
 from services.node.repair import Repairer
 from services.node.service import NodeConfig, NodeService
 from services.node.state import StateStore
 
 Cap = csi_pb2.VolumeCapability
 MODE = Cap.AccessMode.MULTI_NODE_MULTI_WRITER
-
-
-class SlowMounter(Mounter):
-    """Mounts nothing; a glusterfs mount takes `delay` seconds and is then reported."""
-
-    def __init__(self, delay: float) -> None:
-        super().__init__()
-        self.delay = delay
-        self.mounted: dict[str, Mount] = {}
-        self.calls: list[tuple[str, ...]] = []
-
-    def mounts(self) -> list[Mount]:
-        return list(self.mounted.values())
-
-    async def mount_glusterfs(self, source, target, options, log_file, seconds) -> Mount:  # type: ignore[no-untyped-def]
-        self.calls.append(("mount", source, target, *options))
-        await asyncio.sleep(self.delay)
-        m = Mount(1, 0, 0, 99, "/", target, ("rw",), "fuse.glusterfs", source, ())
-        self.mounted[target] = m
-        return m
 
 
 class Ctx(RpcContext):
@@ -55,21 +50,42 @@ def root(tmp_path: Path) -> Path:
     return tmp_path / "kubelet"
 
 
-def make(root: Path, mounter: Mounter | None = None) -> NodeService:
+@pytest.fixture
+def fake() -> Iterator[FakeMounter]:
+    mounter = FakeMounter()
+    yield mounter
+    mounter.close()
+
+
+def make(
+    root: Path,
+    mounter: FakeMounter | None = None,
+    stats_timeout: float = 1,
+    mount_timeout: float = 5,
+) -> NodeService:
     config = NodeConfig(
         node_id="node-1",
         driver_name="drv",
         kubelet_root=str(root),
         gluster_log_dir=str(root.parent / "logs"),
-        mount_timeout=5,
-        stats_timeout=1,
+        mount_timeout=mount_timeout,
+        stats_timeout=stats_timeout,
     )
-    mounter = mounter or Mounter()
+    mounter = mounter or FakeMounter()
     store = StateStore(root / "plugins" / "drv" / "state")
-    probe = FsProbe(1)
+    probe = FsProbe(config.stats_timeout, mounter.usage)
     locks = OperationLocks()
-    repairer = Repairer(mounter, store, probe, locks, str(root), 5)
+    repairer = Repairer(mounter, store, probe, locks, str(root), mount_timeout)
     return NodeService(config, mounter, store, probe, locks, repairer)
+
+
+async def eventually(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Wait until `predicate()` holds; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {seconds:g} s")
+        await asyncio.sleep(0.01)
 
 
 def mount_cap(*flags: str, mode: int = MODE) -> Cap:
@@ -87,6 +103,58 @@ def stage_request(root: Path, **overrides: Any) -> csi_pb2.NodeStageVolumeReques
     }
     fields.update(overrides)
     return csi_pb2.NodeStageVolumeRequest(**fields)
+
+
+def target_path(root: Path, pod: str) -> str:
+    """A pod's target path; its parent exists, as kubelet makes it."""
+    target = root / "pods" / pod / "volumes" / "kubernetes.io~csi" / "pv" / "mount"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return str(target)
+
+
+async def publish(
+    service: NodeService, root: Path, target: str, readonly: bool = False
+) -> csi_pb2.NodePublishVolumeResponse:
+    return await service.NodePublishVolume(
+        csi_pb2.NodePublishVolumeRequest(
+            volume_id="vol-id-1",
+            staging_target_path=stage_request(root).staging_target_path,
+            target_path=target,
+            volume_capability=mount_cap(),
+            readonly=readonly,
+        ),
+        Ctx(),
+    )
+
+
+async def unpublish(service: NodeService, target: str) -> None:
+    await service.NodeUnpublishVolume(
+        csi_pb2.NodeUnpublishVolumeRequest(volume_id="vol-id-1", target_path=target), Ctx()
+    )
+
+
+async def unstage(service: NodeService, root: Path) -> None:
+    await service.NodeUnstageVolume(
+        csi_pb2.NodeUnstageVolumeRequest(
+            volume_id="vol-id-1", staging_target_path=stage_request(root).staging_target_path
+        ),
+        Ctx(),
+    )
+
+
+async def stats(service: NodeService, path: str) -> csi_pb2.NodeGetVolumeStatsResponse:
+    return await service.NodeGetVolumeStats(
+        csi_pb2.NodeGetVolumeStatsRequest(volume_id="vol-id-1", volume_path=path), Ctx()
+    )
+
+
+async def staged_and_published(service: NodeService, root: Path) -> tuple[str, str, str]:
+    """Stage vol_1 and publish it read-write to pod `rw` and read-only to pod `ro`."""
+    await service.NodeStageVolume(stage_request(root), Ctx())
+    rw, ro = target_path(root, "rw"), target_path(root, "ro")
+    await publish(service, root, rw)
+    await publish(service, root, ro, readonly=True)
+    return stage_request(root).staging_target_path, rw, ro
 
 
 @pytest.mark.parametrize(
@@ -193,49 +261,168 @@ async def test_capabilities_and_info(root):
     assert info.node_id == "node-1"
 
 
-async def test_concurrent_stage_of_one_volume_is_aborted_and_work_outlives_a_cancelled_caller(root):
-    mounter = SlowMounter(0.3)
-    service = make(root, mounter)
+async def test_stage_publish_unpublish_unstage_leave_the_table_as_they_found_it(root, fake):
+    service = make(root, fake)
+    staging, rw, ro = await staged_and_published(service, root)
+    # Kubelet repeats calls after restarts and timeouts: each is idempotent.
+    await service.NodeStageVolume(stage_request(root), Ctx())
+    await publish(service, root, rw)
+    await publish(service, root, ro, readonly=True)
+
+    mounts = fake.mounts()
+    assert [m.mount_point for m in mounts] == [staging, rw, ro]
+    stage = mountinfo.mount_at(mounts, staging)
+    assert stage is not None and stage.fstype == "fuse.glusterfs" and stage.source == "h1:vol_1"
+    for target, readonly in ((rw, False), (ro, True)):
+        bind = mountinfo.mount_at(mounts, target)
+        assert bind is not None and bind.same_origin(stage) and bind.readonly is readonly
+    record = service.store.get(staging)
+    assert record is not None and record.targets == {rw: False, ro: True}
+    # The read-only target asked for read-write: not what is mounted there.
+    with pytest.raises(AlreadyExists, match="read-only"):
+        await publish(service, root, ro, readonly=False)
+
+    for target in (rw, ro):
+        await unpublish(service, target)
+        await unpublish(service, target)
+        assert not Path(target).exists()
+    await unstage(service, root)
+    await unstage(service, root)
+    assert fake.mounts() == []
+    assert fake.clients == []
+    assert service.store.all() == []
+    assert Path(staging).is_dir()  # the CO's directory stays
+
+
+async def test_concurrent_stage_of_one_volume_is_aborted_and_work_outlives_a_cancelled_caller(
+    root, fake
+):
+    service = make(root, fake)
+    staging = stage_request(root).staging_target_path
+    fake.hold_mounts()  # a slow mount
     first = asyncio.create_task(service.NodeStageVolume(stage_request(root), Ctx()))
-    await asyncio.sleep(0.05)
+    await fake.wait_pending(staging)
     with pytest.raises(Aborted, match="in progress"):
         await service.NodeStageVolume(stage_request(root), Ctx())
     first.cancel()  # kubelet gave up on the call; the mount itself goes on
     with pytest.raises(asyncio.CancelledError):
         await first
+    fake.release_mounts()
     await service.wait_idle()
-    staging = stage_request(root).staging_target_path
-    assert staging in mounter.mounted
+    [mount] = fake.mounts()
+    assert (mount.mount_point, mount.source) == (staging, "h1:vol_1")
     assert service.store.get(staging) is not None
     # The retry finds the finished mount and does not mount again.
     await service.NodeStageVolume(stage_request(root), Ctx())
-    assert len([c for c in mounter.calls if c[0] == "mount"]) == 1
-    # The planned options: log file, level, the second host as backup volfile server.
-    options = mounter.calls[0][3:]
-    assert options[1:] == ("log-level=ERROR", "backup-volfile-servers=h2")
-    assert options[0].startswith(f"log-file={root.parent / 'logs'}/vol_1-")
+    assert fake.mounts() == [mount]
+    # Its client runs with the planned options: log file, level, the second host as backup
+    # volfile server.
+    [client] = fake.clients
+    assert client.options[1:] == ("log-level=ERROR", "backup-volfile-servers=h2")
+    assert client.options[0].startswith(f"log-file={root.parent / 'logs'}/vol_1-")
 
 
-async def test_publish_context_wins_over_volume_context(root):
-    mounter = SlowMounter(0)
-    service = make(root, mounter)
+async def test_a_mount_that_overruns_its_deadline_leaves_no_mount_and_no_record(root, fake):
+    service = make(root, fake, mount_timeout=0.2)
+    fake.hold_mounts()
+    with pytest.raises(DeadlineExceeded, match=r"did not finish within 0\.2 s"):
+        await service.NodeStageVolume(stage_request(root), Ctx())
+    assert fake.mounts() == [] and fake.clients == []
+    assert service.store.all() == []
+
+
+async def test_a_failed_mount_reports_the_client_log_and_leaves_no_record(root, fake):
+    service = make(root, fake)
+    fake.refuse("vol_1", "failed to fetch volume file (key:/vol_1)")
+    with pytest.raises(Internal, match="failed to fetch volume file") as exc:
+        await service.NodeStageVolume(stage_request(root), Ctx())
+    assert "gluster client log" in str(exc.value)
+    assert fake.mounts() == []
+    assert service.store.all() == []
+
+
+async def test_publish_context_wins_over_volume_context(root, fake):
+    service = make(root, fake)
     req = stage_request(
         root,
         publish_context={"hosts": "p1", "backupVolfileServers": "p2,p3"},
     )
     await service.NodeStageVolume(req, Ctx())
-    assert mounter.calls[0][1] == "p1:vol_1"
-    assert "backup-volfile-servers=p2:p3" in mounter.calls[0]
+    [mount] = fake.mounts()
+    assert mount.source == "p1:vol_1"
+    [client] = fake.clients
+    assert "backup-volfile-servers=p2:p3" in client.options
 
 
-async def test_stage_over_a_different_mount_is_already_exists(root):
-    from services.common.errors import AlreadyExists
-
-    mounter = SlowMounter(0)
-    service = make(root, mounter)
+async def test_stage_over_a_different_mount_is_already_exists(root, fake):
+    service = make(root, fake)
     req = stage_request(root)
-    mounter.mounted[req.staging_target_path] = Mount(
-        1, 0, 0, 5, "/", req.staging_target_path, ("rw",), "fuse.glusterfs", "h1:other", ()
-    )
+    other = fake.add_mount("fuse.glusterfs", "h1:other", req.staging_target_path)
     with pytest.raises(AlreadyExists, match="other"):
         await service.NodeStageVolume(req, Ctx())
+    assert fake.mounts() == [other]
+
+
+async def test_publish_of_an_unstaged_volume_is_failed_precondition(root, fake):
+    service = make(root, fake)
+    with pytest.raises(FailedPrecondition, match="not staged"):
+        await publish(service, root, target_path(root, "p"))
+    assert fake.mounts() == []
+
+
+async def test_stats_and_expand_show_the_volume_capacity(root, fake):
+    service = make(root, fake)
+    _staging, rw, _ro = await staged_and_published(service, root)
+    fake.set_capacity("vol_1", 10 * GIB, 3 * GIB)  # the volume grew on its servers
+    answer = await stats(service, rw)
+    assert not answer.volume_condition.abnormal
+    by_unit = {u.unit: u for u in answer.usage}
+    assert (by_unit[csi_pb2.VolumeUsage.BYTES].total, by_unit[csi_pb2.VolumeUsage.BYTES].used) == (
+        10 * GIB,
+        3 * GIB,
+    )
+    expanded = await service.NodeExpandVolume(
+        csi_pb2.NodeExpandVolumeRequest(volume_id="vol-id-1", volume_path=rw), Ctx()
+    )
+    assert expanded.capacity_bytes == 10 * GIB
+    with pytest.raises(NotFound, match="holds volume vol-id-1"):
+        await service.NodeGetVolumeStats(
+            csi_pb2.NodeGetVolumeStatsRequest(volume_id="other", volume_path=rw), Ctx()
+        )
+
+
+async def test_a_dead_client_is_abnormal_and_unpublish_unstage_still_clean_up(root, fake):
+    service = make(root, fake)
+    staging, rw, ro = await staged_and_published(service, root)
+    fake.kill_client(staging)
+    for path in (staging, rw, ro):
+        answer = await stats(service, path)
+        assert answer.volume_condition.abnormal
+        assert "not connected" in answer.volume_condition.message
+    with pytest.raises(Unavailable, match="not connected"):
+        await service.NodeExpandVolume(
+            csi_pb2.NodeExpandVolumeRequest(volume_id="vol-id-1", volume_path=rw), Ctx()
+        )
+    for target in (rw, ro):
+        await unpublish(service, target)
+    await unstage(service, root)
+    assert fake.mounts() == []
+
+
+async def test_a_hung_mount_answers_promptly_with_one_probe_in_flight(root, fake):
+    service = make(root, fake, stats_timeout=0.2)
+    staging, rw, ro = await staged_and_published(service, root)
+    fake.hang(staging)
+    for _ in range(3):  # kubelet polls again: each answer is prompt
+        started = time.monotonic()
+        answer = await stats(service, rw)
+        assert time.monotonic() - started < 1.0
+        assert answer.volume_condition.abnormal
+        assert "did not answer within 0.2 s" in answer.volume_condition.message
+    assert service.probe.in_flight() == 1  # the hung statvfs is not called again and again
+    for target in (rw, ro):
+        await unpublish(service, target)
+    await unstage(service, root)
+    assert fake.mounts() == []
+    # Unmounting let the hung call return.
+    await eventually(lambda: service.probe.in_flight() == 0)
