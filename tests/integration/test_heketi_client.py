@@ -44,7 +44,7 @@ from services.controller.heketi import (
     VolumeCreateRequest,
     VolumeInfo,
 )
-from services.controller.heketi import client as client_module
+from services.controller.heketi import http as http_module
 from services.controller.heketi.auth import authorization_header, make_token
 from services.controller.heketi.errors import error_for
 
@@ -299,7 +299,7 @@ async def test_expired_token(target: HeketiTarget, monkeypatch: pytest.MonkeyPat
     def stale_token(method: str, path: str, issuer: str, key: str) -> str:
         return make_token(method, path, issuer, key, now=time.time() - 3600)
 
-    monkeypatch.setattr(client_module, "make_token", stale_token)
+    monkeypatch.setattr(http_module, "make_token", stale_token)
     with pytest.raises(HeketiAuthError, match="Token is expired"):
         await target.client().list_volume_ids()
 
@@ -308,7 +308,7 @@ async def test_token_from_the_future(target: HeketiTarget, monkeypatch: pytest.M
     def early_token(method: str, path: str, issuer: str, key: str) -> str:
         return make_token(method, path, issuer, key, now=time.time() + 600)
 
-    monkeypatch.setattr(client_module, "make_token", early_token)
+    monkeypatch.setattr(http_module, "make_token", early_token)
     with pytest.raises(HeketiAuthError, match="clocks may differ"):
         await target.client().list_volume_ids()
 

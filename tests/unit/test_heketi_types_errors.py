@@ -27,8 +27,8 @@ from services.controller.heketi import (
     VolumeCreateRequest,
     VolumeInfo,
 )
-from services.controller.heketi.client import _OpLimiter
 from services.controller.heketi.errors import error_for
+from services.controller.heketi.limiter import OpLimiter
 
 VOLUME = {
     "size": 1, "name": "vol_a", "cluster": "c" * 32, "id": "a" * 32,
@@ -146,7 +146,7 @@ def test_client_repr_hides_the_key() -> None:
 
 
 async def test_limiter_admits_up_to_limit_then_queues_fifo() -> None:
-    limiter = _OpLimiter(2)
+    limiter = OpLimiter(2)
     await limiter.acquire()
     await limiter.acquire()
     order: list[str] = []
@@ -170,7 +170,7 @@ async def test_limiter_admits_up_to_limit_then_queues_fifo() -> None:
 
 
 async def test_limiter_drops_to_accepted_on_429_and_grows_back() -> None:
-    limiter = _OpLimiter(8)
+    limiter = OpLimiter(8)
     limiter.accepted = 3
     limiter.throttled()
     assert limiter.limit == 3
@@ -188,7 +188,7 @@ async def test_limiter_drops_to_accepted_on_429_and_grows_back() -> None:
 
 
 async def test_limiter_cancelled_waiter_gives_no_slot_away() -> None:
-    limiter = _OpLimiter(1)
+    limiter = OpLimiter(1)
     await limiter.acquire()
     waiter = asyncio.create_task(limiter.acquire())
     await asyncio.sleep(0)

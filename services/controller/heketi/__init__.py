@@ -1,6 +1,6 @@
 """The Heketi client: `HeketiClient`, its typed answers and its exceptions."""
 
-from services.controller.heketi.client import HeketiClient, OnProgress
+from services.controller.heketi.client import HeketiClient
 from services.controller.heketi.errors import (
     HeketiAdminRequired,
     HeketiAuthError,
@@ -17,6 +17,7 @@ from services.controller.heketi.errors import (
     HeketiTimeout,
     HeketiUnavailable,
 )
+from services.controller.heketi.queue import OnProgress
 from services.controller.heketi.types import (
     BrickInfo,
     ClusterInfo,

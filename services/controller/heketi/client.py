@@ -15,28 +15,22 @@ What it takes care of, so that callers do not have to:
   most `throttle_retries` times;
 - a deadline on every HTTP request, TLS with an optional CA bundle, connection pooling;
 - typed exceptions (`errors.py`) whose messages name the backend and quote Heketi.
+
+The HTTP request itself is in `http.py`, the queue poller in `queue.py`, the throttling
+limiter in `limiter.py`; this module is the API and how an operation uses the three.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import random
-import re
-import ssl
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from services.common.logging import get_logger
-from services.controller.heketi.auth import authorization_header, make_token
 from services.controller.heketi.errors import (
     HeketiAdminRequired,
     HeketiBadRequest,
@@ -48,137 +42,26 @@ from services.controller.heketi.errors import (
     HeketiUnavailable,
     error_for,
 )
+from services.controller.heketi.http import Answer, HeketiHttp, TransportError, safe_url
+from services.controller.heketi.limiter import OpLimiter
+from services.controller.heketi.queue import OnProgress, QueuePoller, op_id_from
 from services.controller.heketi.types import (
+    ROUTE_ID_RE,
     ClusterInfo,
     DeviceInfo,
     NodeInfo,
     VolumeCreateRequest,
     VolumeInfo,
 )
-from services.controller.metrics import (
-    HEKETI_INFLIGHT,
-    HEKETI_OPERATIONS,
-    HEKETI_REQUESTS,
-    HEKETI_THROTTLED,
-)
+from services.controller.metrics import HEKETI_INFLIGHT, HEKETI_OPERATIONS, HEKETI_THROTTLED
 
 _log = get_logger("heketi")
 
 ADMIN = "admin"
-OnProgress = Callable[[float], Awaitable[None] | None]
 
-# Heketi routes ids with `[A-Fa-f0-9]+`; anything else cannot name an object.
-_ID_RE = re.compile(r"^[A-Fa-f0-9]+$")
-_POLL_MIN_S = 0.1  # shortest pause between queue polls
-# How often a queue poll may fail to connect (the server is restarting?) before the outcome
-# is declared unknown.
-_POLL_CONNECT_RETRIES = 5
 # Attempts to read the object a 303 points to (a plain GET, safe to repeat).
 _FOLLOW_ATTEMPTS = 3
 _RETRY_AFTER_MAX_S = 60.0
-
-
-class _Secret:
-    """Holds the key; prints as a placeholder so it cannot leak through repr or vars()."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<secret>"
-
-    __str__ = __repr__
-
-
-@dataclass(frozen=True)
-class _Answer:
-    status: int
-    text: str
-    location: str | None
-    retry_after: str | None
-
-
-class _TransportError(Exception):
-    """The request got no HTTP answer. `kind`: connect (never sent), timeout or dropped."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(detail)
-        self.kind = kind
-        self.detail = detail
-
-
-class _OpLimiter:
-    """Admits at most `limit` mutating operations; FIFO, with a front door for retries.
-
-    The limit starts at the configured maximum. A 429 means Heketi holds fewer of our
-    operations than we thought it could: the limit drops to the number Heketi is running
-    for us (at least 1), and grows back by about one per `limit` requests Heketi accepts,
-    up to the maximum. So a client configured above Heketi's own limit settles near it and
-    sees a 429 only now and then, when it probes for more room.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.max_limit = limit
-        self._limit = float(limit)
-        self.in_use = 0
-        self.accepted = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    @property
-    def limit(self) -> int:
-        return max(1, int(self._limit))
-
-    async def acquire(self, *, front: bool = False) -> None:
-        if not self._waiters and self.in_use < self.limit:
-            self.in_use += 1
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if front:
-            self._waiters.appendleft(fut)
-        else:
-            self._waiters.append(fut)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()  # granted just as we were cancelled: hand the slot on
-            else:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(fut)
-            raise
-
-    def release(self) -> None:
-        self.in_use -= 1
-        self._wake()
-
-    def throttled(self) -> None:
-        self._limit = float(max(1, min(self.limit, self.accepted)))
-
-    def succeeded(self) -> None:
-        if self._limit < self.max_limit:
-            self._limit = min(float(self.max_limit), self._limit + 1.0 / self._limit)
-            self._wake()
-
-    def _wake(self) -> None:
-        while self._waiters and self.in_use < self.limit:
-            fut = self._waiters.popleft()
-            if fut.done():
-                continue
-            self.in_use += 1
-            fut.set_result(None)
-
-
-def _op_id_from(location: str | None) -> str | None:
-    if not location:
-        return None
-    path = urlsplit(location).path.rstrip("/")
-    head, _, op_id = path.rpartition("/")
-    return op_id if head.endswith("/queue") and _ID_RE.match(op_id) else None
 
 
 class HeketiClient:
@@ -208,144 +91,67 @@ class HeketiClient:
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"Heketi URL {self._safe_url(url)!r} must be http(s)://host[:port]")
+            raise ValueError(f"Heketi URL {safe_url(url)!r} must be http(s)://host[:port]")
         if max_inflight < 1:
             raise ValueError("max_inflight must be at least 1")
         if request_timeout <= 0:
             raise ValueError("request_timeout must be positive")
         self.name = name
-        self.url = self._safe_url(url).rstrip("/")
-        self._base = url.rstrip("/")
-        self._prefix = parts.path.rstrip("/")
+        self.url = safe_url(url).rstrip("/")
         self.user = user
-        self._key = _Secret(key) if key else None
-        self.ca_file = ca_file
         self.max_inflight = max_inflight
-        self.request_timeout = request_timeout
-        self._poll_initial = poll_initial
-        self._poll_factor = poll_factor
-        self._poll_max = poll_max
+        self._http = HeketiHttp(url, user, key, name=name, ca_file=ca_file,
+                                request_timeout=request_timeout, pool_size=pool_size)
+        self._poller = QueuePoller(self._http, initial=poll_initial, factor=poll_factor,
+                                   maximum=poll_max)
         self._throttle_retries = throttle_retries
         self._throttle_backoff = throttle_backoff
         self._throttle_backoff_max = throttle_backoff_max
-        self._pool_size = pool_size
-        self._limiter = _OpLimiter(max_inflight)
+        self._limiter = OpLimiter(max_inflight)
         HEKETI_INFLIGHT.labels(name).set_function(lambda: self._limiter.in_use)
-        self._session: aiohttp.ClientSession | None = None
-        self._closed = False
-        self.requests_sent = 0
         self.throttled_responses = 0
 
-    @staticmethod
-    def _safe_url(url: str) -> str:
-        """The URL without any user:password part."""
-        parts = urlsplit(url)
-        if parts.username is None and parts.password is None:
-            return url
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return parts._replace(netloc=netloc).geturl()
+    @property
+    def requests_sent(self) -> int:
+        """HTTP requests put on the wire (benchmarks read it)."""
+        return self._http.requests_sent
 
     def __repr__(self) -> str:
         return (f"HeketiClient(name={self.name!r}, url={self.url!r}, user={self.user!r}, "
-                f"key={'<set>' if self._key else None}, max_inflight={self.max_inflight})")
+                f"key={'<set>' if self._http.signs else None}, "
+                f"max_inflight={self.max_inflight})")
 
     # --- lifetime --------------------------------------------------------------------
     async def __aenter__(self) -> HeketiClient:
-        self._ensure_session()
+        self._http.open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def close(self) -> None:
-        self._closed = True
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
-
-    def _ensure_session(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise HeketiUnavailable(f"Heketi backend {self.name!r}: client is closed")
-        if self._session is None:
-            tls: ssl.SSLContext | bool = True
-            if self.ca_file:
-                tls = ssl.create_default_context(cafile=self.ca_file)
-            connector = aiohttp.TCPConnector(limit=self._pool_size, ssl=tls)
-            session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self.request_timeout),
-            )
-            # aiohttp silently resends a GET once when the server drops the connection. For
-            # a queue poll that would read the one-shot result's 404 instead of reporting
-            # the drop, so this client decides about every retry itself. (The switch is
-            # private; aiohttp's own test client flips it the same way.)
-            if hasattr(session, "_retry_connection"):
-                session._retry_connection = False
-            self._session = session
-        return self._session
+        await self._http.close()
 
     # --- one HTTP request ------------------------------------------------------------
-    async def _send(self, method: str, path: str, body: Any = None, *,
-                    auth: bool = True) -> _Answer:
-        """Send one signed request; raise `_TransportError` when no answer arrives."""
-        session = self._ensure_session()
-        full_path = self._prefix + path
-        headers = {"Accept": "application/json"}
-        if auth and self._key is not None:
-            token = make_token(method, full_path, self.user, self._key.reveal())
-            headers["Authorization"] = authorization_header(token)
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        self.requests_sent += 1
-        started = time.monotonic()
-        try:
-            async with session.request(method, self._base + path, data=data, headers=headers,
-                                       allow_redirects=False) as resp:
-                text = await resp.text(errors="replace")
-                answer = _Answer(resp.status, text, resp.headers.get("Location"),
-                                 resp.headers.get("Retry-After"))
-        except TimeoutError:
-            HEKETI_REQUESTS.labels(self.name, method, "timeout").inc()
-            raise _TransportError(
-                "timeout", f"no answer within {self.request_timeout:g} s") from None
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise _TransportError(
-                "connect", f"cannot connect: TLS certificate not trusted: "
-                f"{exc.certificate_error}") from None
-        except aiohttp.ClientConnectorError as exc:
-            HEKETI_REQUESTS.labels(self.name, method, "connect-error").inc()
-            raise _TransportError("connect", f"cannot connect: {exc.os_error}") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            HEKETI_REQUESTS.labels(self.name, method, "dropped").inc()
-            raise _TransportError(
-                "dropped", f"connection lost: {type(exc).__name__}: {exc}") from None
-        HEKETI_REQUESTS.labels(self.name, method, str(answer.status)).inc()
-        _log.debug("heketi request", backend=self.name, method=method, path=path,
-                   status=answer.status, ms=round((time.monotonic() - started) * 1000, 1))
-        return answer
-
     async def _call(self, method: str, path: str, body: Any = None, *, what: str,
-                    auth: bool = True, mutating: bool = False) -> _Answer:
-        """`_send`, with transport failures turned into the client's exceptions.
+                    auth: bool = True, mutating: bool = False) -> Answer:
+        """One request, with transport failures turned into the client's exceptions.
 
-        A read (never a queue poll: see `_poll`) that finds its pooled connection closed by
+        A read (never a queue poll: see `queue.py`) that finds its pooled connection closed by
         the server is sent once more; a mutating request never is, since it may have
         reached Heketi.
         """
         attempts = 1 if mutating else 2
         for attempt in range(1, attempts + 1):
             try:
-                return await self._send(method, path, body, auth=auth)
-            except _TransportError as exc:
+                return await self._http.send(method, path, body, auth=auth)
+            except TransportError as exc:
                 if exc.kind == "dropped" and attempt < attempts:
                     continue
                 raise self._transport_failure(exc, what, mutating) from None
         raise AssertionError("unreachable")
 
-    def _transport_failure(self, exc: _TransportError, what: str,
+    def _transport_failure(self, exc: TransportError, what: str,
                            mutating: bool) -> HeketiUnavailable | HeketiTimeout:
         maybe = "; the operation may have started" if mutating and exc.kind != "connect" else ""
         message = f"Heketi backend {self.name!r}: {what}: {exc.detail}{maybe}"
@@ -364,14 +170,14 @@ class HeketiClient:
                 f"Heketi backend {self.name!r}: {what}: answer is not JSON") from None
 
     def _require_admin(self, what: str) -> None:
-        if self._key is not None and self.user != ADMIN:
+        if self._http.signs and self.user != ADMIN:
             raise HeketiAdminRequired(
                 f"Heketi backend {self.name!r}: {what} needs the admin key, but user "
                 f"{self.user!r} is configured; Heketi lets a user-level key only list and "
                 "create volumes, and a create cannot be followed without the admin-only queue")
 
     def _check_id(self, object_id: str, kind: str) -> None:
-        if not _ID_RE.match(object_id):
+        if not ROUTE_ID_RE.match(object_id):
             raise HeketiNotFound(
                 f"Heketi backend {self.name!r}: {kind} id {object_id!r} is not a Heketi id")
 
@@ -420,7 +226,7 @@ class HeketiClient:
                               attempt=throttled, pause_s=round(pause, 2),
                               limit=self._limiter.limit)
                 elif answer.status == 202:
-                    op_id = _op_id_from(answer.location)
+                    op_id = op_id_from(answer.location)
                     if op_id is None:
                         raise HeketiOperationFailed(
                             f"Heketi backend {self.name!r}: {what}: 202 without a queue "
@@ -428,7 +234,7 @@ class HeketiClient:
                     self._limiter.succeeded()
                     self._limiter.accepted += 1
                     try:
-                        return await self._poll(op_id, what, on_progress)
+                        return await self._poller.wait(op_id, what, on_progress)
                     finally:
                         self._limiter.accepted -= 1
                 elif answer.status in (200, 201, 204):
@@ -448,68 +254,6 @@ class HeketiClient:
                 return min(float(retry_after), _RETRY_AFTER_MAX_S) + random.uniform(0, 0.5)
         ceiling = min(self._throttle_backoff_max, self._throttle_backoff * 2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)
-
-    async def _poll(self, op_id: str, what: str, on_progress: OnProgress | None) -> str | None:
-        queue_path = f"/queue/{op_id}"
-        started = time.monotonic()
-        delay = self._poll_initial
-        connect_failures = 0
-        _log.info("heketi operation started", backend=self.name, what=what, op_id=op_id)
-        while True:
-            await asyncio.sleep(delay)
-            # After the first poll, wait a fraction of the time already spent (bounded): a
-            # finished operation is seen within ~10 % of its length, so throttling slots
-            # free promptly, and a long operation is not polled more than every poll_max.
-            spent = time.monotonic() - started
-            delay = min(self._poll_max, max(_POLL_MIN_S, spent * self._poll_factor))
-            try:
-                answer = await self._send("GET", queue_path)
-            except _TransportError as exc:
-                if exc.kind == "connect" and connect_failures < _POLL_CONNECT_RETRIES:
-                    # Never reached Heketi, so the result (if any) is still unread.
-                    connect_failures += 1
-                    continue
-                raise self._lost(op_id, what, exc.detail) from None
-            connect_failures = 0
-            elapsed = time.monotonic() - started
-            if answer.status == 200:
-                if on_progress is not None:
-                    await self._report(on_progress, elapsed)
-                continue
-            if answer.status == 303:
-                location = urlsplit(answer.location or "").path
-                _log.info("heketi operation finished", backend=self.name, what=what,
-                          op_id=op_id, seconds=round(elapsed, 2), location=location)
-                if self._prefix and location.startswith(self._prefix + "/"):
-                    location = location[len(self._prefix):]
-                return location
-            if answer.status == 204:
-                _log.info("heketi operation finished", backend=self.name, what=what,
-                          op_id=op_id, seconds=round(elapsed, 2))
-                return None
-            if answer.status == 404:
-                raise self._lost(op_id, what, "the queue no longer knows the operation")
-            _log.info("heketi operation failed", backend=self.name, what=what, op_id=op_id,
-                      seconds=round(elapsed, 2), status=answer.status)
-            raise error_for(self.name, f"{what} (operation {op_id})", answer.status,
-                            answer.text)
-
-    def _lost(self, op_id: str, what: str, detail: str,
-              location: str | None = None) -> HeketiResultLost:
-        _log.warning("heketi operation result lost", backend=self.name, what=what,
-                     op_id=op_id, detail=detail)
-        return HeketiResultLost(
-            f"Heketi backend {self.name!r}: {what}: result of operation {op_id} was lost "
-            f"({detail}); look the object up to learn the outcome",
-            op_id=op_id, location=location)
-
-    async def _report(self, on_progress: OnProgress, elapsed: float) -> None:
-        try:
-            outcome = on_progress(elapsed)
-            if inspect.isawaitable(outcome):
-                await outcome
-        except Exception as exc:  # a progress hook must not break the operation
-            _log.warning("progress callback failed", backend=self.name, error=repr(exc))
 
     async def _follow_volume(self, location: str | None, what: str) -> VolumeInfo:
         """Read the volume a finished operation points to (a plain GET: safe to repeat)."""

@@ -16,6 +16,7 @@ from services.controller.heketi.errors import HeketiBadRequest, HeketiOperationF
 
 VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]+$")
 HEKETI_ID_RE = re.compile(r"^[0-9a-fA-F]{32}$")
+ROUTE_ID_RE = re.compile(r"^[A-Fa-f0-9]+$")  # what Heketi's routes accept as an id
 DURABILITY_TYPES = ("none", "replicate", "disperse")
 DISPERSE_ALLOWED = ((2, 1), (4, 2), (8, 3), (8, 4))
 GID_LIMIT = 2**31 - 1  # Heketi refuses gid >= math.MaxInt32
