@@ -71,12 +71,6 @@ class RpcContext:
     method: str
     request_id: str
     log: Any
-    deadline_at: float | None = None  # time.monotonic() value, None when the caller set none
-
-    def time_remaining(self) -> float | None:
-        if self.deadline_at is None:
-            return None
-        return max(0.0, self.deadline_at - time.monotonic())
 
 
 def object_id(request: Message) -> str | None:
@@ -124,10 +118,7 @@ class Servable:
         log = _log.bind(method=method, request_id=request_id)
         if oid:
             log = log.bind(volume_id=oid)
-        deadline_at = None
-        if stream.deadline is not None:
-            deadline_at = time.monotonic() + stream.deadline.time_remaining()
-        ctx = RpcContext(method=method, request_id=request_id, log=log, deadline_at=deadline_at)
+        ctx = RpcContext(method=method, request_id=request_id, log=log)
         started = time.monotonic()
         code = Status.OK
         message = ""

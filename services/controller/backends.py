@@ -9,18 +9,24 @@ credentials then come from the request's secrets. Volume ids name the backend, s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from services.common.config import read_secret_file
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    Unavailable,
+)
 from services.common.logging import get_logger
-from services.controller.heketi import HeketiClient
+from services.controller.heketi import HeketiClient, HeketiNotFound, VolumeInfo
 from services.controller.ids import (
     backend_token_for_url,
     url_from_backend_token,
@@ -88,7 +94,42 @@ class Backend:
     url: str
     client: HeketiClient
     index: VolumeIndex
-    gid_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # GIDs given to creates still running; one set per token, shared by its Backend objects.
+    reserved_gids: set[int] = field(default_factory=set)
+
+    async def reread(self, heketi_id: str) -> VolumeInfo | None:
+        """The volume as Heketi describes it now (one GET), with the index brought in step:
+        recorded, or forgotten (and None) once Heketi no longer knows it."""
+        try:
+            info = await self.client.volume_info(heketi_id)
+        except HeketiNotFound:
+            self.index.remove(heketi_id)
+            return None
+        self.index.add(info)
+        return info
+
+    @contextlib.contextmanager
+    def gid_for_create(self, gid_range: tuple[int, int] | None) -> Iterator[int | None]:
+        """A GID of `gid_range` that no volume of this backend has and no running create
+        holds, reserved for the block (None when there is no range).
+
+        Choosing and reserving run with no await between them, so creates on the event loop
+        are serialised without a lock; the reservation lasts while the create runs, after
+        which its volume (and GID) is in the index.
+        """
+        if gid_range is None:
+            yield None
+            return
+        low, high = gid_range
+        taken = self.index.gids_in_use() | self.reserved_gids
+        gid = next((g for g in range(low, high + 1) if g not in taken), None)
+        if gid is None:
+            raise OutOfRange(f"no free GID left in gidMin..gidMax {low}..{high}")
+        self.reserved_gids.add(gid)
+        try:
+            yield gid
+        finally:
+            self.reserved_gids.discard(gid)
 
 
 class BackendRegistry:
@@ -98,6 +139,7 @@ class BackendRegistry:
         self._clients: dict[tuple[str, str, str], HeketiClient] = {}
         self._indexes: dict[str, VolumeIndex] = {}
         self._index_locks: dict[str, asyncio.Lock] = {}
+        self._reserved_gids: dict[str, set[int]] = {}
 
     @property
     def configured(self) -> list[BackendConfig]:
@@ -133,7 +175,8 @@ class BackendRegistry:
         user, key = self._credentials(cfg, secrets, params)
         client = self._client(token, url, user, key, cfg.ca_file if cfg else None)
         index = await self._index(token, client)
-        return Backend(token=token, url=url, client=client, index=index)
+        return Backend(token=token, url=url, client=client, index=index,
+                       reserved_gids=self._reserved_gids.setdefault(token, set()))
 
     def _credentials(
         self, cfg: BackendConfig | None, secrets: Mapping[str, str], params: VolumeParams | None
@@ -218,10 +261,6 @@ class BackendRegistry:
             (idx := self._indexes.get(name)) is not None and idx.ready
             for name in self._configured
         )
-
-    def index_status(self) -> dict[str, Any]:
-        return {name: (idx.progress if idx else None)
-                for name, idx in ((n, self._indexes.get(n)) for n in self._configured)}
 
     async def close(self) -> None:
         for client in self._clients.values():

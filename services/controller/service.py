@@ -1,31 +1,23 @@
 """The CSI Controller service: volumes through Heketi.
 
-Each RPC validates its request first, then acts. Mutating work runs through the operation
-tracker (one task per object, outliving the RPC), and every outcome is recorded in the
-backend's name index so that a retry finds what an earlier call created.
+Each RPC validates its request first, then acts. Mutating work runs as a keyed operation
+(one task per object, outliving the RPC), and every outcome is recorded in the backend's name
+index so that a retry finds what an earlier call created. The snapshot RPCs are served by
+`SnapshotService`, which shares the backends and the running operations.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
 
 from google.protobuf.wrappers_pb2 import Int64Value
 
 from services.common import context_keys as ck
-from services.common.errors import (
-    Aborted,
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    OutOfRange,
-    Unavailable,
-)
-from services.common.logging import get_logger
+from services.common.errors import AlreadyExists, InvalidArgument, OutOfRange
+from services.common.keyed_operations import KeyedOperations
 from services.common.proto import csi_pb2
 from services.common.rpc import RpcContext
+from services.common.validation import require
 from services.controller.backends import Backend, BackendRegistry
 from services.controller.capabilities import (
     GIB,
@@ -35,24 +27,24 @@ from services.controller.capabilities import (
     require_capability,
     size_gib,
 )
-from services.controller.heketi import (
-    HeketiNameInUse,
-    HeketiNotFound,
-    HeketiResultLost,
-    OnProgress,
-    Snapshot,
-    VolumeCreateRequest,
-    VolumeInfo,
-)
-from services.controller.ids import Kind, ObjectRef, make_ref, name_hash, parse_ref, volume_name
+from services.controller.heketi import OnProgress, Snapshot, VolumeCreateRequest, VolumeInfo
+from services.controller.ids import Kind, make_ref, name_hash, parse_ref, volume_name
 from services.controller.index import Entry
 from services.controller.nodes import NodeCheck
-from services.controller.operations import OperationTracker, progress_logger
+from services.controller.objects import (
+    create_recovering,
+    delete_by_id,
+    find_by_name,
+    id_key,
+    live_entry,
+    name_key,
+    require_cloneable,
+)
 from services.controller.pagination import paginate
 from services.controller.params import VolumeParams, describe, parse_params
-from services.controller.snapshots import SnapshotRpcs
+from services.controller.progress import progress_logger
+from services.controller.snapshots import SnapshotService
 
-_log = get_logger("controller")
 _Cap = csi_pb2.ControllerServiceCapability.RPC.Type
 
 CAPABILITIES = (
@@ -74,53 +66,12 @@ def volume_context(info: VolumeInfo) -> dict[str, str]:
     return context
 
 
-def require(value: str, field: str) -> str:
-    if not value:
-        raise InvalidArgument(f"{field} is required")
-    return value
-
-
-class ControllerService(SnapshotRpcs):
+class ControllerService:
     def __init__(self, backends: BackendRegistry, nodes: NodeCheck) -> None:
         self.backends = backends
         self.nodes = nodes
-        self.ops = OperationTracker()
-        self._reserved_gids: dict[str, set[int]] = {}
-
-    # --- helpers shared with SnapshotRpcs -------------------------------------------------
-    async def _backend_for(self, ref: ObjectRef, secrets: Mapping[str, str]) -> Backend:
-        return await self.backends.backend(ref.backend, secrets)
-
-    async def _live_entry(self, backend: Backend, ref: ObjectRef) -> Entry:
-        """Our volume or snapshot `ref` as Heketi describes it now; NOT_FOUND otherwise."""
-        what = "volume" if ref.kind is Kind.VOLUME else "snapshot"
-        try:
-            info = await backend.client.volume_info(ref.heketi_id)
-        except HeketiNotFound:
-            backend.index.remove(ref.heketi_id)
-            raise NotFound(f"{what} {ref.encode()} does not exist") from None
-        entry = backend.index.add(info)
-        if entry is None or entry.kind is not ref.kind:
-            raise NotFound(f"{what} {ref.encode()} does not exist")
-        return entry
-
-    async def _still_there(self, backend: Backend, entry: Entry | None) -> Entry | None:
-        """The index's entry as Heketi describes it now (one GET); None once it is gone, so
-        that a retry after a deletion made outside the driver creates the volume again."""
-        if entry is None:
-            return None
-        try:
-            info = await backend.client.volume_info(entry.heketi_id)
-        except HeketiNotFound:
-            backend.index.remove(entry.heketi_id)
-            return None
-        return backend.index.add(info)
-
-    async def _recover_by_hash(self, backend: Backend, kind: Kind, hashed: str) -> Entry | None:
-        """After a lost result or a name clash: read the volumes the index has not seen."""
-        found = await backend.index.scan_new(backend.client)
-        _log.info("recovery scan", backend=backend.token, new_volumes=found)
-        return backend.index.by_hash(kind, hashed)
+        self.ops = KeyedOperations()
+        self.snapshots = SnapshotService(backends, self.ops)
 
     # --- CreateVolume -----------------------------------------------------------------------
     async def CreateVolume(
@@ -136,21 +87,21 @@ class ControllerService(SnapshotRpcs):
         token = self.backends.token_for_create(params)
         backend = await self.backends.backend(token, request.secrets, params)
         hashed = name_hash(name, Kind.VOLUME)
-        key = (token, "volume-name", hashed)
+        key = name_key(token, Kind.VOLUME, hashed)
         existing = None
         if not self.ops.running(key):
-            existing = await self._still_there(backend, backend.index.by_hash(Kind.VOLUME, hashed))
+            existing = await find_by_name(backend, Kind.VOLUME, hashed)
         if existing is not None:
             entry = existing
             if source is not None and entry.info.size_gib < gib:
-                entry = await self.ops.run(key, f"finishing clone {name!r}",
-                                           lambda: self._grow(backend, entry, gib))
+                entry = await self.ops.run(key, what=f"finishing clone {name!r}",
+                                           work=lambda: self._grow(backend, existing, gib))
             return self._create_response(backend, entry, request, params, source)
 
         async def create() -> Entry:
             return await self._create(backend, name, hashed, gib, params, source, ctx)
 
-        entry = await self.ops.run(key, f"creating volume {name!r}", create)
+        entry = await self.ops.run(key, what=f"creating volume {name!r}", work=create)
         return self._create_response(backend, entry, request, params, source)
 
     def _create_response(
@@ -200,63 +151,19 @@ class ControllerService(SnapshotRpcs):
             entry = await self._clone_into(backend, source, heketi_name, hashed, gib, params,
                                            progress)
         else:
-            gid = await self._reserve_gid(backend, params)
-            try:
+            with backend.gid_for_create(params.gid_range) as gid:
                 request = VolumeCreateRequest(
                     size_gib=gib, name=heketi_name, durability=params.durability,
                     clusters=params.clusters, gid=gid,
                     gluster_volume_options=params.volume_options,
                     snapshot=Snapshot(enable=True, factor=params.snap_factor),
                 )
-                entry = await self._heketi_create(
+                entry = await create_recovering(
                     backend, Kind.VOLUME, hashed,
                     lambda: backend.client.create_volume(request, on_progress=progress))
-            finally:
-                if gid is not None:
-                    self._reserved_gids[backend.token].discard(gid)
         ctx.log.info("volume created", heketi_id=entry.heketi_id, name=entry.info.name,
                      size_gib=entry.info.size_gib, seconds=round(time.monotonic() - started, 2))
         return entry
-
-    async def _heketi_create(
-        self, backend: Backend, kind: Kind, hashed: str,
-        call: Callable[[], Awaitable[VolumeInfo]],
-    ) -> Entry:
-        """Run a Heketi create/clone; on a lost result or name clash, find the volume by name."""
-        try:
-            info = await call()
-        except HeketiResultLost as exc:
-            _log.warning("Heketi result lost; looking the volume up by name",
-                         backend=backend.token, op_id=exc.op_id)
-            entry = await self._recover_by_hash(backend, kind, hashed)
-            if entry is None:
-                raise Unavailable(
-                    "the result of the Heketi operation was lost and the volume was not found "
-                    "by name; retry") from None
-            return entry
-        except HeketiNameInUse:
-            entry = await self._recover_by_hash(backend, kind, hashed)
-            if entry is None:
-                raise Aborted(
-                    "Heketi reports the volume name in use but does not list the volume yet "
-                    "(an earlier create is still running in Heketi); retry later") from None
-            return entry
-        entry = backend.index.add(info)
-        assert entry is not None, "a volume created under our name must parse as ours"
-        return entry
-
-    async def _reserve_gid(self, backend: Backend, params: VolumeParams) -> int | None:
-        if params.gid_range is None:
-            return None
-        low, high = params.gid_range
-        async with backend.gid_lock:
-            reserved = self._reserved_gids.setdefault(backend.token, set())
-            taken = backend.index.gids_in_use() | reserved
-            for gid in range(low, high + 1):
-                if gid not in taken:
-                    reserved.add(gid)
-                    return gid
-        raise OutOfRange(f"no free GID left in gidMin..gidMax {low}..{high}")
 
     async def _clone_into(
         self, backend: Backend, source: csi_pb2.VolumeContentSource, heketi_name: str,
@@ -272,7 +179,7 @@ class ControllerService(SnapshotRpcs):
         if ref.backend != backend.token:
             raise InvalidArgument("a volume can only be created from a source on the same "
                                   "Heketi backend")
-        src = await self._live_entry(backend, ref)
+        src = await live_entry(backend, ref)
         if gib < src.info.size_gib:
             raise OutOfRange(f"requested size {gib} GiB is smaller than the source's "
                              f"{src.info.size_gib} GiB")
@@ -281,8 +188,8 @@ class ControllerService(SnapshotRpcs):
             # A clone keeps its source's layout and GID: refuse before creating anything.
             raise InvalidArgument(f"a clone keeps its source's settings, but the parameters "
                                   f"ask otherwise: {mismatch}")
-        self.require_snapshots_enabled(src)
-        entry = await self._heketi_create(
+        require_cloneable(src)
+        entry = await create_recovering(
             backend, Kind.VOLUME, hashed,
             lambda: backend.client.clone_volume(src.heketi_id, heketi_name,
                                                 on_progress=progress))
@@ -301,33 +208,8 @@ class ControllerService(SnapshotRpcs):
         self, request: csi_pb2.DeleteVolumeRequest, ctx: RpcContext
     ) -> csi_pb2.DeleteVolumeResponse:
         volume_id = require(request.volume_id, "volume_id")
-        try:
-            ref = parse_ref(volume_id, Kind.VOLUME)
-        except NotFound:
-            ctx.log.info("not a heketi-csi volume id; nothing to delete")
-            return csi_pb2.DeleteVolumeResponse()
-        backend = await self._backend_for(ref, request.secrets)
-        await self.ops.run((ref.backend, "id", ref.heketi_id), f"deleting volume {volume_id}",
-                           lambda: self._delete(backend, ref, ctx))
+        await delete_by_id(self.backends, self.ops, volume_id, Kind.VOLUME, request.secrets, ctx)
         return csi_pb2.DeleteVolumeResponse()
-
-    async def _delete(self, backend: Backend, ref: ObjectRef, ctx: RpcContext) -> None:
-        try:
-            info = await backend.client.volume_info(ref.heketi_id)
-        except HeketiNotFound:
-            backend.index.remove(ref.heketi_id)
-            ctx.log.info("already gone")
-            return
-        entry = backend.index.add(info)
-        if entry is None or entry.kind is not ref.kind:
-            what = "volume" if ref.kind is Kind.VOLUME else "snapshot"
-            raise FailedPrecondition(
-                f"Heketi volume {info.name} ({info.id}) was not created by heketi-csi as a "
-                f"{what}; refusing to delete it")
-        with contextlib.suppress(HeketiNotFound):
-            await backend.client.delete_volume(ref.heketi_id)
-        backend.index.remove(ref.heketi_id)
-        ctx.log.info("deleted", heketi_id=ref.heketi_id)
 
     # --- publish ----------------------------------------------------------------------------
     async def ControllerPublishVolume(
@@ -337,8 +219,8 @@ class ControllerService(SnapshotRpcs):
         node_id = require(request.node_id, "node_id")
         require_capability(request.volume_capability, request.HasField("volume_capability"))
         ref = parse_ref(volume_id, Kind.VOLUME)
-        backend = await self._backend_for(ref, request.secrets)
-        entry = await self._live_entry(backend, ref)
+        backend = await self.backends.backend(ref.backend, request.secrets)
+        entry = await live_entry(backend, ref)
         await self.nodes.require(node_id)
         context = volume_context(entry.info)
         context.pop(ck.GID, None)
@@ -359,8 +241,8 @@ class ControllerService(SnapshotRpcs):
         if not request.volume_capabilities:
             raise InvalidArgument("volume_capabilities is required")
         ref = parse_ref(volume_id, Kind.VOLUME)
-        backend = await self._backend_for(ref, request.secrets)
-        await self._live_entry(backend, ref)
+        backend = await self.backends.backend(ref.backend, request.secrets)
+        await live_entry(backend, ref)
         problems = [p for c in request.volume_capabilities if (p := capability_problem(c))]
         if problems:
             return csi_pb2.ValidateVolumeCapabilitiesResponse(message="; ".join(problems))
@@ -393,8 +275,8 @@ class ControllerService(SnapshotRpcs):
         self, request: csi_pb2.ControllerGetVolumeRequest, ctx: RpcContext
     ) -> csi_pb2.ControllerGetVolumeResponse:
         ref = parse_ref(require(request.volume_id, "volume_id"), Kind.VOLUME)
-        backend = await self._backend_for(ref, {})
-        entry = await self._live_entry(backend, ref)
+        backend = await self.backends.backend(ref.backend, {})
+        entry = await live_entry(backend, ref)
         info = entry.info
         abnormal = not info.mount.hosts or not info.bricks
         message = (f"Heketi reports {len(info.bricks)} bricks on "
@@ -440,17 +322,16 @@ class ControllerService(SnapshotRpcs):
             require_capability(request.volume_capability, True)
         gib = size_gib(request.capacity_range, True)
         ref = parse_ref(volume_id, Kind.VOLUME)
-        backend = await self._backend_for(ref, request.secrets)
+        backend = await self.backends.backend(ref.backend, request.secrets)
 
         async def expand() -> Entry:
-            entry = await self._live_entry(backend, ref)
+            entry = await live_entry(backend, ref)
             if entry.info.size_gib >= gib:
                 return entry
             ctx.log.info("expanding", from_gib=entry.info.size_gib, to_gib=gib)
             return await self._grow(backend, entry, gib)
 
-        entry = await self.ops.run((ref.backend, "id", ref.heketi_id),
-                                   f"expanding volume {volume_id}", expand)
+        entry = await self.ops.run(id_key(ref), what=f"expanding volume {volume_id}", work=expand)
         return csi_pb2.ControllerExpandVolumeResponse(
             capacity_bytes=entry.info.size_gib * GIB, node_expansion_required=False)
 
@@ -462,3 +343,19 @@ class ControllerService(SnapshotRpcs):
                 rpc=csi_pb2.ControllerServiceCapability.RPC(type=c))
             for c in CAPABILITIES
         ])
+
+    # --- snapshots: served by SnapshotService ----------------------------------------------
+    async def CreateSnapshot(
+        self, request: csi_pb2.CreateSnapshotRequest, ctx: RpcContext
+    ) -> csi_pb2.CreateSnapshotResponse:
+        return await self.snapshots.CreateSnapshot(request, ctx)
+
+    async def DeleteSnapshot(
+        self, request: csi_pb2.DeleteSnapshotRequest, ctx: RpcContext
+    ) -> csi_pb2.DeleteSnapshotResponse:
+        return await self.snapshots.DeleteSnapshot(request, ctx)
+
+    async def ListSnapshots(
+        self, request: csi_pb2.ListSnapshotsRequest, ctx: RpcContext
+    ) -> csi_pb2.ListSnapshotsResponse:
+        return await self.snapshots.ListSnapshots(request, ctx)
