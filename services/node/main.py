@@ -13,11 +13,11 @@ from aiohttp import web
 from services.common.config import add_common_flags, add_flag
 from services.common.errors import InvalidArgument
 from services.common.identity import IdentityService, csi_servables
+from services.common.keyed_operations import KeyedOperations
 from services.common.logging import get_logger
 from services.common.metrics import start_metrics_server
 from services.common.server import run_grpc_server
 from services.node.fsstat import FsProbe
-from services.node.locks import OperationLocks
 from services.node.mounter import SystemMounter
 from services.node.mountopts import LOG_LEVELS
 from services.node.paths import normalize_root, validate_for_helper
@@ -136,7 +136,7 @@ def build_service(args: argparse.Namespace) -> NodeService:
     mounter = SystemMounter()
     store = StateStore(state_dir(config.kubelet_root, config.driver_name))
     probe = FsProbe(config.stats_timeout, mounter.usage)
-    locks = OperationLocks()
+    locks = KeyedOperations()
     repairer = Repairer(mounter, store, probe, locks, config.kubelet_root, config.mount_timeout)
     return NodeService(config, mounter, store, probe, locks, repairer)
 

@@ -26,10 +26,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from services.common.errors import DriverError
+from services.common.keyed_operations import KeyedOperations
 from services.common.logging import get_logger
 from services.node import mountinfo
 from services.node.fsstat import FsProbe, PathMissing
-from services.node.locks import OperationLocks
 from services.node.metrics import REPAIRS
 from services.node.mounter import Mounter
 from services.node.mountinfo import GLUSTER_FSTYPE, Mount
@@ -65,7 +65,7 @@ class Repairer:
         mounter: Mounter,
         store: StateStore,
         probe: FsProbe,
-        locks: OperationLocks,
+        locks: KeyedOperations,
         kubelet_root: str,
         mount_timeout: float,
     ) -> None:
@@ -81,7 +81,7 @@ class Repairer:
         results = []
         for record in self.store.all():
             keys = (volume_key(record.volume_id), path_key(record.staging_path))
-            if not self.locks.try_acquire(*keys):
+            if not self.locks.try_acquire(*keys, what="a mount repair"):
                 continue
             try:
                 result = await self.repair(record)
@@ -249,7 +249,7 @@ class Repairer:
     async def _with_path_lock(self, path: str, work: Callable[[], Awaitable[None]]) -> bool:
         """Run `work` holding the lock of `path`; False (work not run) when it is busy."""
         key = path_key(path)
-        if not self.locks.try_acquire(key):
+        if not self.locks.try_acquire(key, what="a re-bind of a publish target"):
             _log.info("publish target busy; re-binding it on the next pass", target=path)
             return False
         try:

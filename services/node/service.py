@@ -14,7 +14,7 @@ import hashlib
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from services.common import context_keys
 from services.common.errors import (
@@ -24,12 +24,13 @@ from services.common.errors import (
     NotFound,
     Unavailable,
 )
+from services.common.keyed_operations import KeyedOperations
 from services.common.logging import get_logger
 from services.common.proto import csi_pb2
 from services.common.rpc import RpcContext
+from services.common.validation import require
 from services.node import mountinfo, mountopts, paths
 from services.node.fsstat import FsProbe, PathMissing, Probe
-from services.node.locks import OperationLocks
 from services.node.mounter import Mounter
 from services.node.mountinfo import GLUSTER_FSTYPE, Mount
 from services.node.mountopts import GlusterMount, volume_of_source
@@ -60,12 +61,6 @@ class NodeConfig:
     gluster_log_level: str = "ERROR"
     mount_timeout: float = 60.0
     stats_timeout: float = 5.0
-
-
-def _required(value: str, field: str) -> str:
-    if not value:
-        raise InvalidArgument(f"{field} is required")
-    return value
 
 
 def mount_flags_of(capability: csi_pb2.VolumeCapability, field: str) -> list[str]:
@@ -149,7 +144,7 @@ class NodeService:
         mounter: Mounter,
         store: StateStore,
         probe: FsProbe,
-        locks: OperationLocks,
+        locks: KeyedOperations,
         repairer: Repairer,
     ) -> None:
         self.config = config
@@ -158,7 +153,6 @@ class NodeService:
         self.probe = probe
         self.locks = locks
         self.repairer = repairer
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     # ---- helpers -------------------------------------------------------------------------
 
@@ -171,32 +165,13 @@ class NodeService:
         return os.path.join(self.config.gluster_log_dir, f"{name}-{digest}.log")
 
     async def _locked(self, keys: tuple[str, ...], work: Callable[[], Awaitable[T]]) -> T:
-        """Run `work` under `keys` in a task of its own that outlives a cancelled caller."""
-        self.locks.acquire_or_abort(*keys)  # from here on the task owns the keys
-
-        async def owned() -> T:
-            try:
-                return await work()
-            finally:
-                self.locks.release(*keys)
-
-        task = asyncio.create_task(owned())
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-        return await asyncio.shield(task)
-
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        # Retrieve the outcome: when the caller left, nobody else will (and asyncio would
-        # complain that the exception was never retrieved). The failure itself was logged
-        # by the mounter or will be found again by the caller's retry.
-        if not task.cancelled():
-            task.exception()
+        """Run `work` holding `keys`, in a task of its own that outlives a cancelled caller;
+        ABORTED when another operation holds one of them."""
+        return await self.locks.run(*keys, what=f"an operation on {', '.join(keys)}", work=work)
 
     async def wait_idle(self) -> None:
         """Wait for mount work still running after its caller left (used at shutdown)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.locks.drain()
 
     def _plan(
         self, volume: str, hosts: list[str], backups: list[str], flags: list[str], staging: str
@@ -215,7 +190,7 @@ class NodeService:
     async def NodeStageVolume(
         self, request: csi_pb2.NodeStageVolumeRequest, ctx: RpcContext
     ) -> csi_pb2.NodeStageVolumeResponse:
-        volume_id = _required(request.volume_id, "volume_id")
+        volume_id = require(request.volume_id, "volume_id")
         staging = self._path(request.staging_target_path, "staging_target_path")
         paths.validate_for_helper(staging, "staging_target_path")
         if not request.HasField("volume_capability"):
@@ -290,7 +265,7 @@ class NodeService:
     async def NodeUnstageVolume(
         self, request: csi_pb2.NodeUnstageVolumeRequest, ctx: RpcContext
     ) -> csi_pb2.NodeUnstageVolumeResponse:
-        volume_id = _required(request.volume_id, "volume_id")
+        volume_id = require(request.volume_id, "volume_id")
         staging = self._path(request.staging_target_path, "staging_target_path")
 
         async def unstage() -> None:
@@ -306,7 +281,7 @@ class NodeService:
     async def NodePublishVolume(
         self, request: csi_pb2.NodePublishVolumeRequest, ctx: RpcContext
     ) -> csi_pb2.NodePublishVolumeResponse:
-        volume_id = _required(request.volume_id, "volume_id")
+        volume_id = require(request.volume_id, "volume_id")
         target = self._path(request.target_path, "target_path")
         if not request.HasField("volume_capability"):
             raise InvalidArgument("volume_capability is required")
@@ -379,7 +354,7 @@ class NodeService:
     async def NodeUnpublishVolume(
         self, request: csi_pb2.NodeUnpublishVolumeRequest, ctx: RpcContext
     ) -> csi_pb2.NodeUnpublishVolumeResponse:
-        _required(request.volume_id, "volume_id")
+        require(request.volume_id, "volume_id")
         target = self._path(request.target_path, "target_path")
 
         async def unpublish() -> None:
@@ -421,8 +396,8 @@ class NodeService:
     async def NodeGetVolumeStats(
         self, request: csi_pb2.NodeGetVolumeStatsRequest, ctx: RpcContext
     ) -> csi_pb2.NodeGetVolumeStatsResponse:
-        volume_id = _required(request.volume_id, "volume_id")
-        path = _required(request.volume_path, "volume_path")
+        volume_id = require(request.volume_id, "volume_id")
+        path = require(request.volume_path, "volume_path")
         probe = await self._probe_mounted(volume_id, path)
         if probe.usage is None:
             return csi_pb2.NodeGetVolumeStatsResponse(
@@ -455,8 +430,8 @@ class NodeService:
     ) -> csi_pb2.NodeExpandVolumeResponse:
         """Nothing to do on the node (a gluster volume grows on its servers); answer the
         capacity the mount shows now."""
-        volume_id = _required(request.volume_id, "volume_id")
-        path = _required(request.volume_path, "volume_path")
+        volume_id = require(request.volume_id, "volume_id")
+        path = require(request.volume_path, "volume_path")
         if request.HasField("volume_capability"):
             mount_flags_of(request.volume_capability, "volume_capability")
         probe = await self._probe_mounted(volume_id, path)

@@ -25,11 +25,11 @@ from services.common.errors import (
     NotFound,
     Unavailable,
 )
+from services.common.keyed_operations import KeyedOperations
 from services.common.proto import csi_pb2
 from services.common.rpc import RpcContext
 from services.node import mountinfo
 from services.node.fsstat import FsProbe
-from services.node.locks import OperationLocks
 from services.node.repair import Repairer
 from services.node.service import NodeConfig, NodeService
 from services.node.state import StateStore
@@ -74,7 +74,7 @@ def make(
     mounter = mounter or FakeMounter()
     store = StateStore(root / "plugins" / "drv" / "state")
     probe = FsProbe(config.stats_timeout, mounter.usage)
-    locks = OperationLocks()
+    locks = KeyedOperations()
     repairer = Repairer(mounter, store, probe, locks, str(root), mount_timeout)
     return NodeService(config, mounter, store, probe, locks, repairer)
 

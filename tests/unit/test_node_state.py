@@ -1,11 +1,7 @@
-"""Per-staging-path records that survive a restart of the node container, and op locks."""
+"""Per-staging-path records that survive a restart of the node container."""
 
 from __future__ import annotations
 
-import pytest
-
-from services.common.errors import Aborted
-from services.node.locks import OperationLocks
 from services.node.state import StageRecord, StateStore, state_dir
 
 
@@ -50,17 +46,3 @@ async def test_missing_directory_loads_empty(tmp_path):
     store = StateStore(tmp_path / "nope")
     await store.load()
     assert store.all() == []
-
-
-def test_second_holder_is_aborted_and_keys_are_released():
-    locks = OperationLocks()
-    with locks.hold("volume:a", "path:/x"):
-        with pytest.raises(Aborted, match="volume:a"), locks.hold("volume:a"):
-            pass
-        with pytest.raises(Aborted):
-            locks.acquire_or_abort("path:/y", "path:/x")
-        assert not locks.busy("path:/y")  # all or nothing
-        with locks.hold("volume:b"):
-            pass
-    assert not locks.busy("volume:a")
-    assert locks.try_acquire("volume:a", "path:/x")
