@@ -1,8 +1,9 @@
 """A real glusterd for tests: start it, make and remove directory-brick volumes.
 
-Everything that talks to gluster runs `gluster --mode=script --xml ...` as an asyncio
-subprocess with a deadline, and reads the XML answer (the gluster CLI exits 0 even when the
-operation failed; `opRet`/`opErrstr` in the XML are what count).
+Everything that talks to gluster runs `gluster --mode=script --xml ...` through
+`services.common.commands.run_command` (an asyncio subprocess with a deadline), and reads the
+XML answer (the gluster CLI exits 0 even when the operation failed; `opRet`/`opErrstr` in the
+XML are what count).
 
 Test volume names start with `hcsitest_` (see `TEST_PREFIX`). Bricks are plain directories
 under the `brick_root` given to `create_volume`, one per replica, created with `force` (they
@@ -22,6 +23,9 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from services.common.commands import CommandTimeout, run_command
+from services.node import mountinfo
+
 TEST_PREFIX = "hcsitest_"
 GLUSTER = "gluster"
 GLUSTERD = "glusterd"
@@ -29,6 +33,8 @@ DEFAULT_PIDFILE = Path("/run/heketi-csi-tests/glusterd.pid")
 
 # Seconds allowed for one gluster CLI call (a volume start takes about 1.2 s here).
 CLI_TIMEOUT = 60.0
+# Seconds allowed for one lazy umount during clean-up.
+UMOUNT_TIMEOUT = 10.0
 # Seconds to wait for a freshly started glusterd to answer.
 STARTUP_TIMEOUT = 30.0
 
@@ -113,30 +119,31 @@ async def _gluster(*args: str, seconds: float = CLI_TIMEOUT) -> ET.Element:
         delay = min(delay * 2, 2.0)
 
 
+def _xml_of(output: str) -> tuple[str, str]:
+    """Split the CLI's output (stdout and stderr merged) into its XML document and the rest."""
+    start = output.find("<?xml")
+    end = output.rfind("</cliOutput>")
+    if start < 0 or end < start:
+        return "", output
+    end += len("</cliOutput>")
+    return output[start:end], (output[:start] + output[end:]).strip()
+
+
 async def _gluster_once(*args: str, seconds: float) -> ET.Element:
     command = [GLUSTER, "--mode=script", "--xml", *args]
-    proc = await asyncio.create_subprocess_exec(
-        *command,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
     try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), seconds)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
+        result = await run_command(command, seconds)
+    except CommandTimeout:
         raise GlusterError(command, f"no answer within {seconds:.0f} s") from None
-    text = stdout.decode(errors="replace").strip()
+    text, rest = _xml_of(result.output)
     try:
         root = ET.fromstring(text)
     except ET.ParseError:
-        detail = (stderr.decode(errors="replace") or text).strip()
-        raise GlusterError(command, f"exit {proc.returncode}: {detail or 'no output'}") from None
+        detail = result.output or "no output"
+        raise GlusterError(command, f"exit {result.returncode}: {detail}") from None
     if root.findtext("opRet") != "0":
         errno = int(root.findtext("opErrno") or 0)
-        message = root.findtext("opErrstr") or stderr.decode(errors="replace").strip()
+        message = root.findtext("opErrstr") or rest
         raise GlusterError(command, message or "failed without a message", errno)
     return root
 
@@ -248,8 +255,6 @@ async def delete_volume(name: str) -> None:
 
 
 def _mounts_under(directory: Path) -> list[str]:
-    from services.node import mountinfo
-
     prefix = str(directory).rstrip("/") + "/"
     points = [m.mount_point for m in mountinfo.read() if m.mount_point.startswith(prefix)]
     # Deepest (and most recent) first, so that nested mounts go before their parents.
@@ -283,18 +288,8 @@ async def cleanup_mounts_under(directory: Path) -> list[str]:
         if not points:
             break
         for point in points:
-            proc = await asyncio.create_subprocess_exec(
-                "umount",
-                "-c",
-                "-l",
-                point,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+            # -c: no stat of a path on a dead mount. Failures show as mounts left next round.
+            with contextlib.suppress(CommandTimeout):
+                await run_command(["umount", "-c", "-l", point], UMOUNT_TIMEOUT)
             removed.append(point)
     return removed
