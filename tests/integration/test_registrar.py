@@ -184,11 +184,11 @@ async def test_registrar_started_first_waits_for_the_node_plugin(env: Env) -> No
     async with KubeletSimulator(env.reg_dir) as sim:
         await until(lambda: "waiting for the CSI driver" in registrar.log_text(), 10,
                     "a log line saying what the registrar waits for", registrar)
-        await asyncio.sleep(1.0)
-        assert registrar.running
-        assert not env.reg_sock.exists()
+        # While it waits it serves /healthz, answering that it has no registration socket.
         text = await wait_health(env, 404)
         assert "not created yet" in text
+        assert registrar.running
+        assert not env.reg_sock.exists()
         await env.start_node()
         assert await sim.wait_registered(DRIVER, 10) == NODE_ID
     assert await registrar.stop() == 0

@@ -87,14 +87,25 @@ async def test_second_instance_refuses_sigterm_cleans_and_kill9_restarts(tmp_pat
 
 
 class _SlowIdentity:
+    """GetPluginInfo answers only once the test sets `release`."""
+
     def __init__(self) -> None:
         self.entered = asyncio.Event()
+        self.release = asyncio.Event()
 
     async def GetPluginInfo(self, request: csi_pb2.GetPluginInfoRequest,
                             ctx: RpcContext) -> csi_pb2.GetPluginInfoResponse:
         self.entered.set()
-        await asyncio.sleep(0.5)
+        await self.release.wait()
         return csi_pb2.GetPluginInfoResponse(name="slow", vendor_version="1")
+
+
+async def wait_gone(path: Path, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while await asyncio.to_thread(path.exists):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{path} still exists after {timeout:g} s")
+        await asyncio.sleep(0.01)
 
 
 async def test_in_flight_call_finishes_after_stop_and_socket_is_removed(tmp_path):
@@ -110,10 +121,13 @@ async def test_in_flight_call_finishes_after_stop_and_socket_is_removed(tmp_path
             csi_grpc.IdentityStub(channel).GetPluginInfo(csi_pb2.GetPluginInfoRequest()))
         await impl.entered.wait()
         stop.set()
+        await wait_gone(sock)  # the server is shutting down: no new connections ...
+        assert not call.done() and not server.done()  # ... while the call is still running
+        impl.release.set()
         reply = await call
         assert reply.name == "slow"
-        # Probe is not implemented by this servicer: such calls are UNIMPLEMENTED, not errors.
     finally:
+        impl.release.set()
         channel.close()
     assert await asyncio.wait_for(server, 10) == 0
     assert not sock.exists()

@@ -9,7 +9,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from services.common.proto import csi_grpc
 from services.common.proto.pluginregistration import api_grpc, api_pb2
 from services.common.rpc import RpcContext, servable
 from services.common.server import StartupError
+from services.registrar import driver
 from services.registrar.driver import NoAnswer, driver_name, wait_for_driver
 from services.registrar.health import HealthState, check, registration_name
 from services.registrar.listener import RegistrationSocket, _publish
@@ -79,15 +80,39 @@ def make_service(rejections: list[str]) -> RegistrationService:
 
 # --- waiting for the driver ----------------------------------------------------------------
 
+def looks_at_the_socket(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Record every time the waiter looks whether the driver's socket exists."""
+    looks: list[Path] = []
+    exists = driver._exists
+
+    def looking(path: Path) -> bool:
+        looks.append(path)
+        return exists(path)
+
+    monkeypatch.setattr(driver, "_exists", looking)
+    return looks
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout:g} s")
+        await asyncio.sleep(0.01)
+
+
 async def test_driver_name_comes_from_get_plugin_info(identity: Identity) -> None:
     assert await driver_name(identity.path, 1.0) == DRIVER
 
 
-async def test_waits_for_a_driver_that_starts_later(sockdir: Path) -> None:
+async def test_waits_for_a_driver_that_starts_later(
+    sockdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plugin = Identity(sockdir / "late.sock")
     stop = asyncio.Event()
+    looks = looks_at_the_socket(monkeypatch)
     waiting = asyncio.create_task(wait_for_driver(plugin.path, 10.0, stop))
-    await asyncio.sleep(0.4)
+    await until(lambda: len(looks) >= 3)  # it found no socket, and looked again, and again
     assert not waiting.done()
     started = time.monotonic()
     await plugin.start()
@@ -118,10 +143,14 @@ async def test_a_dead_socket_file_is_retried_and_reported(sockdir: Path) -> None
     assert "connection refused" in str(err.value)
 
 
-async def test_stop_ends_the_wait_without_error(sockdir: Path) -> None:
+async def test_stop_ends_the_wait_without_error(
+    sockdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stop = asyncio.Event()
+    looks = looks_at_the_socket(monkeypatch)
     waiting = asyncio.create_task(wait_for_driver(sockdir / "x.sock", 30.0, stop))
-    await asyncio.sleep(0.2)
+    await until(lambda: len(looks) >= 1)  # it is waiting for the socket
+    assert not waiting.done()
     stop.set()
     assert await asyncio.wait_for(waiting, 1.0) is None
 
