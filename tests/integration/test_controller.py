@@ -11,8 +11,9 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from devtools.heketi_sim.server import HeketiSimulator
-from devtools.localcluster.processes import probe, wait_ready
+from devtools.localcluster.processes import probe, wait_log_line, wait_ready
 from services.common.proto import csi_pb2
+from tests.support.conditions import pending_operations, until
 from tests.support.controller_harness import (
     GIB,
     KEY,
@@ -21,6 +22,7 @@ from tests.support.controller_harness import (
     cap,
     create_request,
     our_volumes,
+    retry_while,
     start_controller,
 )
 
@@ -76,16 +78,12 @@ async def test_operation_outlives_its_rpc_and_retry_finds_the_volume(ctl, sim):
     sim.set_latency(3.0, "create")
     with pytest.raises(TimeoutError):  # grpclib's client raises this on its deadline
         await ctl.stub.CreateVolume(create_request("pvc-slow"), timeout=1.0)
+    assert pending_operations(sim, "create") == 1, "the create goes on after its caller left"
     with pytest.raises(GRPCError) as err:
         await ctl.stub.CreateVolume(create_request("pvc-slow"), timeout=5.0)
     assert err.value.status is Status.ABORTED
-    for _ in range(50):
-        try:
-            reply = await ctl.stub.CreateVolume(create_request("pvc-slow"), timeout=5.0)
-            break
-        except GRPCError as exc:
-            assert exc.status is Status.ABORTED
-            await asyncio.sleep(0.3)
+    reply = await retry_while(
+        {Status.ABORTED}, lambda: ctl.stub.CreateVolume(create_request("pvc-slow"), timeout=5.0))
     assert reply.volume.capacity_bytes == GIB
     assert list(our_volumes(sim).values()) == [1]
     assert sim.stats.ops_started["create"] == 1
@@ -217,14 +215,11 @@ async def test_heketi_down_at_start_then_up(tmp_path):
     controller = await start_controller(tmp_path, url)
     try:
         await wait_ready(controller.proc, controller.socket, need_ready=False)
-        await asyncio.sleep(0.5)
+        await wait_log_line(controller.proc, lambda line: "Heketi not reachable" in line,
+                            "a failed attempt to read Heketi")
         assert await probe(controller.socket) is False
         await sim.go_online()
-        for _ in range(100):
-            if await probe(controller.socket):
-                break
-            await asyncio.sleep(0.2)
-        assert await probe(controller.socket) is True
+        await until(lambda: probe(controller.socket), "ready once Heketi is back")
         reply = await controller.stub.CreateVolume(create_request("pvc-late"))
         assert reply.volume.volume_id
     finally:
@@ -240,8 +235,14 @@ async def test_sigkill_during_twenty_creates_leaves_exactly_one_volume_per_name(
     await wait_ready(controller.proc, controller.socket)
     calls = [asyncio.create_task(controller.stub.CreateVolume(create_request(n), timeout=30))
              for n in names]
-    await asyncio.sleep(1.0)
+    # Heketi runs 8 of our creates (the controller's --heketi-max-inflight), and the
+    # controller logged them as started.
+    await until(lambda: pending_operations(sim, "create") >= 8, "8 creates running in Heketi")
+    await wait_log_line(controller.proc, lambda line: "heketi operation started" in line,
+                        "a started create in the controller log")
+    in_flight, finished = pending_operations(sim, "create"), len(our_volumes(sim))
     os.kill(controller.proc.pid, signal.SIGKILL)
+    assert in_flight >= 8 and finished < len(names), "creates were in flight at the kill"
     await asyncio.gather(*calls, return_exceptions=True)
     controller.channel.close()
     await controller.proc.wait(10)
@@ -249,20 +250,12 @@ async def test_sigkill_during_twenty_creates_leaves_exactly_one_volume_per_name(
     restarted = await start_controller(tmp_path, sim.url, "second")
     try:
         await wait_ready(restarted.proc, restarted.socket)
-        pending = set(names)
         ids = {}
-        for _ in range(60):
-            for name in sorted(pending):
-                try:
-                    reply = await restarted.stub.CreateVolume(create_request(name), timeout=10)
-                    ids[name] = reply.volume.volume_id
-                    pending.discard(name)
-                except GRPCError as exc:
-                    assert exc.status in (Status.ABORTED, Status.UNAVAILABLE), exc
-            if not pending:
-                break
-            await asyncio.sleep(0.5)
-        assert not pending
+        for name in names:  # the provisioner's retries
+            reply = await retry_while(
+                {Status.ABORTED, Status.UNAVAILABLE},
+                lambda n=name: restarted.stub.CreateVolume(create_request(n), timeout=10))
+            ids[name] = reply.volume.volume_id
         counts = our_volumes(sim)
         assert len(counts) == 20 and set(counts.values()) == {1}
         assert len(set(ids.values())) == 20
@@ -282,12 +275,14 @@ async def test_resync_follows_deletes_made_outside_the_driver(tmp_path, sim):
         async with HeketiClient(sim.url, "admin", KEY) as client:
             await client.delete_volume(gone.split(":")[-1])  # an administrator, by hand
         listed: set[str] = set()
-        for _ in range(40):
+
+        async def forgotten() -> bool:
+            nonlocal listed
             reply = await controller.stub.ListVolumes(csi_pb2.ListVolumesRequest())
             listed = {e.volume.volume_id for e in reply.entries}
-            if gone not in listed:
-                break
-            await asyncio.sleep(0.25)
+            return gone not in listed
+
+        await until(forgotten, "the resync forgets the volume deleted by hand")
         assert listed == {kept}
     finally:
         controller.channel.close()

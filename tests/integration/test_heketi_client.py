@@ -47,6 +47,7 @@ from services.controller.heketi import (
 from services.controller.heketi import http as http_module
 from services.controller.heketi.auth import authorization_header, make_token
 from services.controller.heketi.errors import error_for
+from tests.support.conditions import pending_operations, until
 
 ZERO_ID = "0" * 32
 
@@ -405,7 +406,7 @@ async def test_pending_volume_is_hidden(sim: HeketiSimulator, target: HeketiTarg
     client = target.client()
     name = unique_name("hidden")
     task = asyncio.create_task(client.create_volume(VolumeCreateRequest(size_gib=1, name=name)))
-    await asyncio.sleep(0.3)
+    await until(lambda: pending_operations(sim, "create") == 1, "the create is pending")
     pending = sim.volume_by_name(name)
     assert pending is not None
     assert pending.id not in await client.list_volume_ids()
@@ -422,7 +423,7 @@ async def test_delete_while_deleting_is_busy(sim: HeketiSimulator, target: Heket
     info = await _create(target, client, "busy")
     sim.set_latency(1.0, "delete")
     first = asyncio.create_task(client.delete_volume(info.id))
-    await asyncio.sleep(0.2)
+    await until(lambda: pending_operations(sim, "delete") == 1, "the delete is pending")
     with pytest.raises(HeketiBusy, match="in use"):
         await client.delete_volume(info.id)
     await first

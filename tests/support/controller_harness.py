@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 
 from devtools.heketi_sim.server import HeketiSimulator
 from devtools.localcluster.processes import HEKETI_CSI, ManagedProcess
 from services.common.proto import csi_grpc, csi_pb2
 from services.controller.ids import parse_owned_name
 
+T = TypeVar("T")
 GIB = 1 << 30
 KEY = "controller-test-admin-key"
 NODE = "node-a"
@@ -57,3 +64,16 @@ async def start_controller(tmp_path: Path, sim_url: str, name: str = "controller
     await proc.start()
     channel = Channel(path=str(sock))
     return Controller(proc, sock, channel, csi_grpc.ControllerStub(channel))
+
+
+async def retry_while(statuses: Collection[Status], call: Callable[[], Awaitable[T]],
+                      timeout: float = 30.0) -> T:
+    """`call()` retried, as a sidecar retries, while it fails with one of `statuses`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await call()
+        except GRPCError as exc:
+            if exc.status not in statuses or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.2)
