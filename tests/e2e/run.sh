@@ -2,7 +2,7 @@
 # End-to-end tests on a kind cluster: create the cluster, build and load the images,
 # install the VolumeSnapshot CRDs and snapshot-controller, deploy k8s/e2e (the driver
 # plus the Heketi simulator backed by a real glusterd: real Heketi cannot run in kind),
-# then run tests/e2e/test_kind.py against it.
+# then run the tests of tests/e2e (the same ones the local cluster runs) against it.
 #
 #   tests/e2e/run.sh                      # newest kind node image
 #   E2E_NODE_IMAGE=kindest/node:v1.26.15 tests/e2e/run.sh   # oldest supported Kubernetes
@@ -25,7 +25,7 @@ PYTHON=${PYTHON:-python3}
 CONTEXT="kind-${CLUSTER}"
 DRIVER_IMAGE=ghcr.io/heketi-csi/heketi-csi:e2e
 DEV_IMAGE=ghcr.io/heketi-csi/heketi-csi-dev:e2e
-TEST_IMAGE=busybox:1.36.1
+TEST_IMAGE=docker.io/library/busybox:1.36.1
 
 die() { echo "run.sh: $*" >&2; exit 1; }
 step() { echo; echo "=== $*"; }
@@ -90,5 +90,9 @@ k -n heketi-csi rollout status statefulset/heketi-csi-controller --timeout=300s
 k -n heketi-csi rollout status daemonset/heketi-csi-node --timeout=300s
 
 step "tests"
-HEKETI_CSI_E2E_CONTEXT="$CONTEXT" HEKETI_CSI_E2E_CLUSTER="$CLUSTER" \
-    "$PYTHON" -m pytest -m e2e tests/e2e -v -p no:cacheprovider "$@"
+# The Heketi simulator listens on the node's network (hostNetwork), port 18080.
+NODE_IP=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' \
+    "${CLUSTER}-control-plane")
+HEKETI_CSI_E2E_KUBECONFIG="${KUBECONFIG:-$HOME/.kube/config}" HEKETI_CSI_E2E_CONTEXT="$CONTEXT" \
+HEKETI_CSI_E2E_HEKETI_URL="http://${NODE_IP}:18080" \
+    "$PYTHON" -m pytest tests/e2e -v -p no:cacheprovider "$@"
