@@ -1,4 +1,4 @@
-"""python -m devtools.k8s build|up|down|kubeconfig|status|images"""
+"""python -m devtools.k8s build|up|down|kubeconfig|status|images|smoke"""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("kubeconfig", help="print the admin kubeconfig path")
     sub.add_parser("status", help="processes and node")
     sub.add_parser("images", help="(re)import pause, busybox and sidecar images")
+    sub.add_parser("smoke", help="run a busybox pod writing to an emptyDir (cluster must be up)")
     a = p.parse_args(argv)
     if a.cmd == "build":
         build.build_all(a.components, save_gomod=a.save_gomod)
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if cluster.status() else 1
     elif a.cmd == "images":
         print("\n".join(images.ensure_images()))
+    elif a.cmd == "smoke":
+        cluster.smoke()
     return 0
 
 
