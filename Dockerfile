@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # heketi-csi: one image for the controller, the node plugin and the registrar
 # (entrypoint `heketi-csi controller|node|registrar`).
 #
@@ -7,24 +6,46 @@
 #                      glusterfs-client for the node's FUSE mounts. Runs as uid 65532;
 #                      the node DaemonSet runs it as root, privileged.
 #   dev                runtime + glusterfs-server + devtools/ (Heketi simulator, demo) for
-#                      docker-compose.yml and the kind e2e tests. Never deploy it.
+#                      docker-compose.yml and the e2e tests. Never deploy it.
 #
 #   docker build -t ghcr.io/heketi-csi/heketi-csi:0.1.0 .
 #   docker build --target dev -t ghcr.io/heketi-csi/heketi-csi-dev:0.1.0 .
+#
+# Base: BASE_IMAGE, any Debian bookworm image. The default (Docker Hub's Python image) needs
+# a registry; without one, a debootstrap'd Debian works as well, which is what
+# `python -m devtools.k8s.driver_image build` passes:
+#   docker build --network=host --build-arg BASE_IMAGE=<local debian image> .
+# On either base the driver runs from a virtualenv in /opt/venv: Debian's own python3
+# refuses pip installs into the system (PEP 668). BuildKit is needed (RUN --mount).
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-# --- builder: wheels for the package and every dependency ------------------------------
-FROM ${PYTHON_IMAGE} AS builder
+# --- base: BASE_IMAGE with Python 3.11 and an empty virtualenv -------------------------
+FROM ${BASE_IMAGE} AS base
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
+# The Python image brings its own interpreter; a plain Debian gets Debian's (3.11).
+RUN if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends python3 python3-venv \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi \
+    && python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+# --- builder: wheels for the package and every dependency ------------------------------
+FROM base AS builder
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY services ./services
-RUN pip wheel --wheel-dir /wheels .
+# Behind a TLS-intercepting proxy, pass its CA bundle as a build secret (never stored in a
+# layer): docker build --secret id=ca-certificates,src=/etc/ssl/certs/ca-certificates.crt
+RUN --mount=type=secret,id=ca-certificates,target=/run/secrets/ca-certificates \
+    if [ -s /run/secrets/ca-certificates ]; then export PIP_CERT=/run/secrets/ca-certificates; fi \
+    && pip wheel --wheel-dir /wheels .
 
 # --- runtime: the driver image ----------------------------------------------------------
-FROM ${PYTHON_IMAGE} AS runtime
+FROM base AS runtime
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="heketi-csi" \
       org.opencontainers.image.description="CSI driver for GlusterFS volumes provisioned through Heketi" \
@@ -49,7 +70,7 @@ USER 65532:65532
 ENTRYPOINT ["heketi-csi"]
 CMD ["--help"]
 
-# --- dev: local integration (docker-compose.yml) and kind e2e ---------------------------
+# --- dev: local integration (docker-compose.yml) and the e2e tests ------------------------
 FROM runtime AS dev
 USER root
 # glusterd for the simulator's real volumes; procps for pgrep in health checks.

@@ -6,7 +6,18 @@ import argparse
 import asyncio
 import os
 
-from services.common.config import add_common_flags, add_flag, read_secret_file
+from services.common.config import (
+    add_common_flags,
+    add_flag,
+    read_secret_file,
+    unix_socket_path,
+)
+from services.common.health import (
+    add_http_endpoint_flag,
+    csi_probe_check,
+    parse_http_endpoint,
+    serve_health,
+)
 from services.common.identity import IdentityService, csi_servables
 from services.common.metrics import start_metrics_server
 from services.common.server import StartupError, run_grpc_server
@@ -22,6 +33,7 @@ from services.controller.service import ControllerService
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_flags(parser, default_endpoint="unix:///csi/csi.sock")
+    add_http_endpoint_flag(parser)
     add_flag(parser, "--heketi-url", env="HEKETI_URL",
              help="URL of the Heketi server (the backend named 'default')")
     add_flag(parser, "--heketi-user", env="HEKETI_USER", default="admin",
@@ -69,6 +81,8 @@ async def run(args: argparse.Namespace) -> int:
         raise StartupError(str(exc)) from None
     if args.heketi_max_inflight < 1:
         raise StartupError("--heketi-max-inflight must be at least 1")
+    if args.http_endpoint:
+        parse_http_endpoint(args.http_endpoint)
     registry = BackendRegistry(
         backends_from_args(args),
         ClientSettings(max_inflight=args.heketi_max_inflight,
@@ -82,10 +96,13 @@ async def run(args: argparse.Namespace) -> int:
     identity = IdentityService(args.driver_name, ready)
     tasks: list[asyncio.Task[None]] = []
     metrics = None
+    health = None
 
     async def on_start() -> None:
-        nonlocal metrics
+        nonlocal metrics, health
         metrics = await start_metrics_server(args.metrics_port)
+        health = await serve_health(args.http_endpoint,
+                                    csi_probe_check(unix_socket_path(args.endpoint)))
         tasks.append(asyncio.create_task(registry.warm_up()))
         if args.resync_interval > 0:
             tasks.append(asyncio.create_task(registry.resync_forever(args.resync_interval)))
@@ -96,8 +113,9 @@ async def run(args: argparse.Namespace) -> int:
         await service.ops.drain(args.grace_period)
         await registry.close()
         await nodes.close()
-        if metrics is not None:
-            await metrics.cleanup()
+        for runner in (health, metrics):
+            if runner is not None:
+                await runner.cleanup()
 
     return await run_grpc_server(
         args.endpoint,

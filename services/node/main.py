@@ -10,8 +10,14 @@ import shutil
 
 from aiohttp import web
 
-from services.common.config import add_common_flags, add_flag
+from services.common.config import add_common_flags, add_flag, unix_socket_path
 from services.common.errors import InvalidArgument
+from services.common.health import (
+    add_http_endpoint_flag,
+    csi_probe_check,
+    parse_http_endpoint,
+    serve_health,
+)
 from services.common.identity import IdentityService, csi_servables
 from services.common.keyed_operations import KeyedOperations
 from services.common.logging import get_logger
@@ -32,6 +38,7 @@ DEFAULT_ENDPOINT = "unix:///var/lib/kubelet/plugins/glusterfs.heketi.csi.io/csi.
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_flags(parser, default_endpoint=DEFAULT_ENDPOINT)
+    add_http_endpoint_flag(parser)
     add_flag(
         parser,
         "--node-id",
@@ -112,6 +119,8 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise InvalidArgument(f"--{flag.replace('_', '-')} must be positive")
     if args.repair_interval < 0:
         raise InvalidArgument("--repair-interval must be 0 or positive")
+    if args.http_endpoint:
+        parse_http_endpoint(args.http_endpoint)
 
 
 def mount_helper_present() -> bool:
@@ -152,10 +161,13 @@ async def run(args: argparse.Namespace) -> int:
     identity = IdentityService(args.driver_name, readiness)
     repair_task: asyncio.Task[None] | None = None
     metrics: web.AppRunner | None = None
+    health: web.AppRunner | None = None
 
     async def on_start() -> None:
-        nonlocal repair_task, metrics
+        nonlocal repair_task, metrics, health
         metrics = await start_metrics_server(args.metrics_port)
+        health = await serve_health(args.http_endpoint,
+                                    csi_probe_check(unix_socket_path(args.endpoint)))
         if not can_mount():
             _log.warning("cannot mount: mount.glusterfs or /dev/fuse is missing")
         _log.info(
@@ -172,8 +184,9 @@ async def run(args: argparse.Namespace) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await repair_task
         await node.wait_idle()
-        if metrics is not None:
-            await metrics.cleanup()
+        for runner in (health, metrics):
+            if runner is not None:
+                await runner.cleanup()
 
     return await run_grpc_server(
         args.endpoint,

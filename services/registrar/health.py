@@ -1,4 +1,5 @@
-"""The registrar's HTTP server: /healthz for kubelet's livenessProbe, /metrics for Prometheus.
+"""The registrar's health checks, served at /healthz by the shared HTTP server
+(services/common/health.py) beside /metrics.
 
 /healthz answers 404 while the registration socket is missing (not created yet, or removed
 and not yet re-created), 500 when GetInfo over that socket fails or names another driver or
@@ -15,28 +16,12 @@ from aiohttp import web
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from services.common.errors import InvalidArgument
-from services.common.logging import get_logger
-from services.common.metrics import metrics_handler
+from services.common import health
+from services.common.health import CHECK_TIMEOUT
+from services.common.health import parse_http_endpoint as parse_http_endpoint
 from services.common.proto.pluginregistration import api_grpc, api_pb2
 from services.registrar.driver import NoAnswer, driver_name
 from services.registrar.listener import RegistrationSocket
-
-_log = get_logger("registrar.health")
-
-# Deadline of each gRPC call a health check makes; both calls run at once, so /healthz
-# answers within about this long, inside kubelet's default probe timeout of 1 s.
-CHECK_TIMEOUT = 0.8
-
-
-def parse_http_endpoint(value: str) -> tuple[str | None, int]:
-    """`:9809` -> (None, 9809) meaning all addresses; `127.0.0.1:9809`, `[::1]:9809`."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise InvalidArgument(
-            f"--http-endpoint {value!r} must be host:port or :port with a port 1-65535")
-    host = host.removeprefix("[").removesuffix("]")
-    return (host or None), int(port_text)
 
 
 @dataclass
@@ -102,24 +87,10 @@ async def check(state: HealthState, timeout: float = CHECK_TIMEOUT) -> tuple[int
 
 
 async def start_http_server(endpoint: str, state: HealthState) -> web.AppRunner:
-    """Serve /healthz and /metrics on `endpoint`; the caller cleans up the returned runner."""
-    host, port = parse_http_endpoint(endpoint)
+    """Serve /healthz (the checks above) and /metrics on `endpoint`; raises OSError when the
+    address cannot be bound. The caller cleans up the returned runner."""
 
-    async def healthz(_request: web.Request) -> web.Response:
-        status, text = await check(state)
-        if status != 200:
-            _log.warning("health check failed", status=status, reason=text.strip())
-        return web.Response(status=status, text=text)
+    async def registrar_check() -> tuple[int, str]:
+        return await check(state)
 
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics_handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError:
-        await runner.cleanup()
-        raise
-    _log.info("serving /healthz and /metrics", http_endpoint=endpoint)
-    return runner
+    return await health.start_http_server(endpoint, registrar_check)

@@ -339,11 +339,13 @@ def test_driver_flags_follow_the_contract_and_the_cli() -> None:
 
 def test_dockerfile_stages() -> None:
     stages = dockerfile_stages()
-    assert {"builder", "runtime", "dev"} <= set(stages)
+    assert {"base", "builder", "runtime", "dev"} <= set(stages)
+    # One base for all: BASE_IMAGE, the Python image unless the build passes another Debian.
+    assert stages["base"][0].split()[1] == "${BASE_IMAGE}"
     for name in ("builder", "runtime"):
-        assert stages[name][0].split()[1] in ("${PYTHON_IMAGE}", "python:3.11-slim-bookworm")
+        assert stages[name][0].split()[1] == "base"
     text = DOCKERFILE.read_text(encoding="utf-8")
-    assert "ARG PYTHON_IMAGE=python:3.11-slim-bookworm" in text
+    assert "ARG BASE_IMAGE=python:3.11-slim-bookworm" in text
     # The default target (last stage) is the driver image.
     last = list(stages.values())[-1]
     assert last[0].split()[1] == "runtime"

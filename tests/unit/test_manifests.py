@@ -49,13 +49,13 @@ _COMMON = {"--endpoint", "--driver-name", "--log-level", "--log-format", "--metr
            "--grace-period"}
 CONTRACT_FLAGS: dict[str, set[str]] = {
     "controller": _COMMON | {
-        "--heketi-url", "--heketi-user", "--heketi-key-file", "--backends-file",
+        "--http-endpoint", "--heketi-url", "--heketi-user", "--heketi-key-file", "--backends-file",
         "--heketi-ca-file", "--heketi-max-inflight", "--heketi-timeout",
         "--node-check", "--static-node-ids",
     },
     "node": _COMMON | {
-        "--node-id", "--kubelet-root", "--gluster-log-dir", "--gluster-log-level",
-        "--mount-timeout", "--stats-timeout", "--repair-interval",
+        "--http-endpoint", "--node-id", "--kubelet-root", "--gluster-log-dir",
+        "--gluster-log-level", "--mount-timeout", "--stats-timeout", "--repair-interval",
     },
     "registrar": {
         "--csi-address", "--kubelet-registration-path", "--plugin-registration-dir",
@@ -73,15 +73,24 @@ INTREE_PARAMETERS = {
 SIDECAR_PREFIX = "csi.storage.k8s.io/"
 SECRET_KINDS = ("provisioner", "controller-publish", "controller-expand", "node-stage")
 
-# Sidecar image -> the major version we deploy (issue 9: provisioner v5, attacher v4,
-# snapshotter v8, resizer v1, livenessprobe v2).
-SIDECAR_MAJORS = {
-    "registry.k8s.io/sig-storage/csi-provisioner": 5,
-    "registry.k8s.io/sig-storage/csi-attacher": 4,
-    "registry.k8s.io/sig-storage/csi-snapshotter": 8,
-    "registry.k8s.io/sig-storage/csi-resizer": 1,
-    "registry.k8s.io/sig-storage/livenessprobe": 2,
+# Sidecar image -> its version variable in devtools/k8s/versions.env: k8s/base deploys the
+# releases the local Kubernetes harness builds and runs them against (issue 12). No
+# livenessprobe: the controller and node serve their own /healthz.
+SIDECAR_VERSIONS = {
+    "registry.k8s.io/sig-storage/csi-provisioner": "EXTERNAL_PROVISIONER",
+    "registry.k8s.io/sig-storage/csi-attacher": "EXTERNAL_ATTACHER",
+    "registry.k8s.io/sig-storage/csi-snapshotter": "EXTERNAL_SNAPSHOTTER",
+    "registry.k8s.io/sig-storage/csi-resizer": "EXTERNAL_RESIZER",
 }
+HARNESS_VERSIONS = REPO / "devtools/k8s/versions.env"
+# The Heketi simulator's address on the local cluster (devtools/k8s: the node's bridge IP).
+LOCAL_HEKETI_URL = "http://10.244.0.1:18080"
+
+
+def harness_versions() -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in HARNESS_VERSIONS.read_text().splitlines()
+             if "=" in line and not line.lstrip().startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
 
 Obj = dict[str, Any]
 
@@ -587,28 +596,34 @@ def test_controller_statefulset_runs_the_sidecars_on_one_socket() -> None:
     assert "emptyDir" in volumes[socket_mount["name"]]
 
     sidecars = {}
+    versions = harness_versions()
     for container in spec["containers"]:
         repo, tag = _split_image(container["image"])
-        if repo not in SIDECAR_MAJORS:
+        if repo not in SIDECAR_VERSIONS:
             continue
         sidecars[repo] = container
-        assert tag is not None and re.fullmatch(r"v\d+\.\d+\.\d+", tag), container["image"]
-        assert int(tag[1:].split(".")[0]) == SIDECAR_MAJORS[repo], container["image"]
+        assert tag == versions[SIDECAR_VERSIONS[repo]], container["image"]
         address = flag_value(container["args"], "--csi-address") or ""
         for env in container.get("env", []):
             address = address.replace(f"$({env['name']})", env.get("value", ""))
         assert address == socket, f"{container['name']} talks to {address}, not {socket}"
         mount = _mount_for(container, address)
         assert mount is not None and mount["name"] == socket_mount["name"], container["name"]
-    assert set(sidecars) == set(SIDECAR_MAJORS), "a sidecar is missing"
+    assert set(sidecars) == set(SIDECAR_VERSIONS), "a sidecar is missing"
+    assert len(spec["containers"]) == len(sidecars) + 1, "only the sidecars and the controller"
 
     for repo, container in sidecars.items():
-        if not repo.endswith("livenessprobe"):
-            assert "--leader-election" in flags_of(container["args"]), repo
+        assert "--leader-election" in flags_of(container["args"]), repo
     provisioner = flags_of(sidecars["registry.k8s.io/sig-storage/csi-provisioner"]["args"])
     for flag in ("--extra-create-metadata", "--timeout", "--worker-threads",
                  "--retry-interval-start"):
         assert flag in provisioner, f"csi-provisioner without {flag}"
+    # v2: --resize-timeout is the ControllerExpandVolume deadline.
+    resizer = sidecars["registry.k8s.io/sig-storage/csi-resizer"]["args"]
+    assert flag_value(resizer, "--resize-timeout") == "120s"
+    # The driver has no group snapshots, and the RBAC grants nothing for them.
+    snapshotter = sidecars["registry.k8s.io/sig-storage/csi-snapshotter"]["args"]
+    assert flag_value(snapshotter, "--feature-gates") == "CSIVolumeGroupSnapshot=false"
 
     key_file = flag_value(args, "--heketi-key-file") or ""
     key_mount = _mount_for(controller, key_file)
@@ -632,14 +647,23 @@ def test_controller_heketi_url_is_the_storage_service() -> None:
         assert port in [p["port"] for p in service["spec"]["ports"]], overlay
 
 
-def test_example_classes_use_the_controllers_heketi_url() -> None:
-    """A resturl equal to --heketi-url selects the configured backend (and its key file);
-    any other URL becomes an ad-hoc backend of its own, named in every volume id."""
-    controller = one(build(K8S / "base"), "StatefulSet", "heketi-csi-controller")
+def _controller_heketi_url(objects: list[Obj]) -> str | None:
+    controller = one(objects, "StatefulSet", "heketi-csi-controller")
     container = _by_name(controller["spec"]["template"]["spec"]["containers"])
     _, args = driver_invocation(container["heketi-csi-controller"]) or ("", [])
+    return flag_value(args, "--heketi-url")
+
+
+def test_example_classes_use_the_controllers_heketi_url() -> None:
+    """A resturl equal to --heketi-url selects the configured backend (and its key file);
+    any other URL becomes an ad-hoc backend of its own, named in every volume id. A build
+    with the controller in it is checked against its own controller, others against base."""
+    base_url = _controller_heketi_url(build(K8S / "base"))
     for directory, storage_class in _storage_classes():
-        assert storage_class["parameters"]["resturl"] == flag_value(args, "--heketi-url"), (
+        objects = build(directory)
+        url = (_controller_heketi_url(objects)
+               if find(objects, "StatefulSet", "heketi-csi-controller") else base_url)
+        assert storage_class["parameters"]["resturl"] == url, (
             f"{_rel(directory)}: {obj_id(storage_class)}")
 
 
@@ -699,17 +723,22 @@ def test_node_daemonset_mounts_as_kubelet_needs() -> None:
     assert ports.get(probe["port"], probe["port"]) == int(port)
 
 
-def test_liveness_probes_point_at_the_livenessprobe_sidecar() -> None:
+def test_liveness_probes_point_at_the_processes_own_endpoint() -> None:
+    """No livenessprobe sidecar: each process's probe GETs /healthz on its --http-endpoint."""
     objects = build(K8S / "base")
-    for kind, name in (("StatefulSet", "heketi-csi-controller"), ("DaemonSet", "heketi-csi-node")):
-        spec = one(objects, kind, name)["spec"]["template"]["spec"]
-        probe_container = next(c for c in spec["containers"]
-                               if _split_image(c["image"])[0].endswith("/livenessprobe"))
-        port = int((flag_value(probe_container["args"], "--http-endpoint") or "").split(":")[-1])
-        for _, container, sub, _ in driver_containers([{"kind": kind, "spec": {
-                "template": {"spec": spec}}}]):
-            if sub in ("controller", "node"):
-                assert container["livenessProbe"]["httpGet"]["port"] == port, name
+    probed = set()
+    for obj, container, sub, args in driver_containers(objects):
+        endpoint = flag_value(args, "--http-endpoint")
+        assert endpoint, f"{obj_id(obj)} {sub} serves no /healthz"
+        probe = container["livenessProbe"]["httpGet"]
+        ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+        assert probe["path"] == "/healthz", sub
+        assert ports.get(probe["port"], probe["port"]) == int(endpoint.rpartition(":")[2]), sub
+        probed.add(sub)
+    assert probed == {"controller", "node", "registrar"}
+    for obj in objects:
+        for container in containers_of(obj):
+            assert not _split_image(container["image"])[0].endswith("/livenessprobe"), obj_id(obj)
 
 
 def test_images_are_pinned() -> None:
@@ -722,13 +751,14 @@ def test_images_are_pinned() -> None:
 
 
 def test_driver_image_can_be_overridden_by_kustomize() -> None:
-    for name in ("base", "e2e"):
+    for name in ("base", "e2e", "local"):
         images = {i["name"] for i in load_kustomization(K8S / name).get("images", [])}
         assert DRIVER_IMAGE in images, name
-    e2e = build(K8S / "e2e")
-    tags = {_split_image(c["image"]) for o in e2e for c in containers_of(o)
-            if _split_image(c["image"])[0] in (DRIVER_IMAGE, DEV_IMAGE)}
-    assert tags == {(DRIVER_IMAGE, "e2e"), (DEV_IMAGE, "e2e")}
+    for name in ("e2e", "local"):
+        objects = build(K8S / name)
+        tags = {_split_image(c["image"]) for o in objects for c in containers_of(o)
+                if _split_image(c["image"])[0] in (DRIVER_IMAGE, DEV_IMAGE)}
+        assert tags == {(DRIVER_IMAGE, name), (DEV_IMAGE, name)}, name
 
 
 def _memory_mib(value: str) -> float:
@@ -979,6 +1009,8 @@ def test_storage_class_parameters_are_in_tree_keys() -> None:
         for kind in SECRET_KINDS[:3]:
             assert {f"{kind}-secret-name", f"{kind}-secret-namespace"} <= sidecar, (
                 f"{where}: {kind} secret")
+        # The node never uses the Heketi key: kubelet must not hand it to NodeStageVolume.
+        assert not {k for k in sidecar if k.startswith("node-stage-")}, where
         secret_key = re.compile(f"({'|'.join(SECRET_KINDS)})-secret-(name|namespace)")
         for key in sidecar:
             assert secret_key.fullmatch(key), f"{where}: {key}"
@@ -1083,6 +1115,43 @@ def test_e2e_overlay_replaces_heketi_with_the_simulator() -> None:
     params = one(objects, "StorageClass", "glusterfs-csi")["parameters"]
     if kubectl() is not None:
         assert params["volumetype"] == "none", "one kind node: no replication"
+
+
+def test_e2e_simulator_uses_the_hosts_glusterd() -> None:
+    """No glusterd in the pod: the host's, through its CLI socket and its process table."""
+    deployment = one(build(K8S / "e2e"), "Deployment", "heketi-sim")
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["hostNetwork"] is True and spec["hostPID"] is True
+    for container in spec["containers"]:
+        argv = [*container.get("command", []), *container.get("args", [])]
+        assert not any(Path(a).name == "glusterd" for a in argv), container["name"]
+    volumes = _by_name(spec["volumes"])
+    container = _simulator_container()
+    socket = _mount_for(container, "/run/glusterd.socket")
+    assert socket is not None
+    assert volumes[socket["name"]]["hostPath"] == {"path": "/run/glusterd.socket",
+                                                  "type": "Socket"}
+    # The host's glusterd makes the bricks the simulator removes: same path on both sides.
+    bricks = flag_value(container["args"], "--brick-root") or ""
+    mount = _mount_for(container, bricks)
+    assert mount is not None and mount["mountPath"] == bricks
+    assert volumes[mount["name"]]["hostPath"]["path"] == bricks
+
+
+def test_local_overlay_fits_the_local_cluster() -> None:
+    """k8s/local: e2e with the images built here (never pulled) and Heketi at the node IP,
+    since that cluster has neither DNS nor kube-proxy."""
+    if kubectl() is None:
+        pytest.skip("the fallback renderer does not apply patches; kubectl does")
+    objects = build(K8S / "local")
+    ours = [c for o in objects for c in containers_of(o)
+            if _split_image(c["image"])[0] in (DRIVER_IMAGE, DEV_IMAGE)]
+    assert len(ours) == 4, "controller, node, registrar, simulator"
+    assert all(c["imagePullPolicy"] == "Never" for c in ours)
+    assert _controller_heketi_url(objects) == LOCAL_HEKETI_URL
+    port = int(flag_value(_simulator_container()["args"], "--port") or 0)
+    assert LOCAL_HEKETI_URL.endswith(f":{port}")
+    assert {obj_id(o) for o in objects} == {obj_id(o) for o in build(K8S / "e2e")}
 
 
 def test_e2e_simulator_flags_exist_in_its_help() -> None:
