@@ -96,6 +96,8 @@ class Backend:
     index: VolumeIndex
     # GIDs given to creates still running; one set per token, shared by its Backend objects.
     reserved_gids: set[int] = field(default_factory=set)
+    # The Heketi key of these credentials: it also keys adopted volumes' marks (ids.py).
+    key: str | None = field(default=None, repr=False)
 
     async def reread(self, heketi_id: str) -> VolumeInfo | None:
         """The volume as Heketi describes it now (one GET), with the index brought in step:
@@ -176,7 +178,7 @@ class BackendRegistry:
         client = self._client(token, url, user, key, cfg.ca_file if cfg else None)
         index = await self._index(token, client)
         return Backend(token=token, url=url, client=client, index=index,
-                       reserved_gids=self._reserved_gids.setdefault(token, set()))
+                       reserved_gids=self._reserved_gids.setdefault(token, set()), key=key)
 
     def _credentials(
         self, cfg: BackendConfig | None, secrets: Mapping[str, str], params: VolumeParams | None

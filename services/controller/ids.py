@@ -7,6 +7,13 @@ one of two places:
   `hv1:<backend>:<heketi-id>` for volumes, `hs1:<backend>:<heketi-id>` for snapshots;
   `<backend>` is a configured backend's name, or `@` + the base64url of a Heketi URL that
   came from StorageClass parameters. Ids are at most 128 bytes.
+* adopted volumes (made by the in-tree plugin, taken over by `heketi-csi migrate apply`)
+  keep their Heketi name, which lacks our marker; their id says they are adopted and carries
+  the adoption mark: `ha1:<backend>:<heketi-id>:<mark>`, the mark being an HMAC-SHA256 of the
+  Heketi id keyed with that Heketi's key (first 20 hex digits). Only the holder of the key
+  (the migrate command, or anyone who could delete through Heketi directly) can write a mark
+  the controller accepts for DeleteVolume, so "destroy only what is ours" holds for adopted
+  volumes too. A wrong mark only blocks deletion; publish, expand, snapshot and clone work.
 * the Heketi volume name, which marks the volume as ours and carries the hash of the CSI name
   (the key of the name index), and for snapshots also the source volume and creation time:
   volume:   `<prefix>_<label>_hcsi-<hash>`
@@ -18,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -36,6 +44,10 @@ _SNAPSHOT_NAME = re.compile(
 )
 DEFAULT_PREFIX = "csi"
 _LABEL_MAX = 40
+ADOPTED_VOLUME = "ha1"
+_MARK_HEX = 20
+_MARK = re.compile(rf"^[0-9a-f]{{{_MARK_HEX}}}$")
+_MARK_CONTEXT = b"heketi-csi adopted volume v1\0"
 
 
 class Kind(Enum):
@@ -50,9 +62,26 @@ class ObjectRef:
     kind: Kind
     backend: str  # backend token: a configured name or "@<base64url of URL>"
     heketi_id: str
+    mark: str | None = None  # adopted volumes only: the adoption mark
+
+    @property
+    def adopted(self) -> bool:
+        return self.mark is not None
 
     def encode(self) -> str:
+        if self.mark is not None:
+            return f"{ADOPTED_VOLUME}:{self.backend}:{self.heketi_id}:{self.mark}"
         return f"{self.kind.value}:{self.backend}:{self.heketi_id}"
+
+
+def adoption_mark(key: str | None, heketi_id: str) -> str:
+    """The mark that makes an adopted volume's id deletable: keyed with the Heketi key."""
+    digest = hmac.new((key or "").encode(), _MARK_CONTEXT + heketi_id.encode(), hashlib.sha256)
+    return digest.hexdigest()[:_MARK_HEX]
+
+
+def mark_matches(ref: ObjectRef, key: str | None) -> bool:
+    return ref.mark is not None and hmac.compare_digest(ref.mark, adoption_mark(key, ref.heketi_id))
 
 
 def backend_token_for_url(url: str) -> str:
@@ -79,8 +108,8 @@ def validate_backend_name(name: str) -> str:
     return name
 
 
-def make_ref(kind: Kind, backend: str, heketi_id: str) -> ObjectRef:
-    ref = ObjectRef(kind, backend, heketi_id)
+def make_ref(kind: Kind, backend: str, heketi_id: str, mark: str | None = None) -> ObjectRef:
+    ref = ObjectRef(kind, backend, heketi_id, mark)
     if len(ref.encode()) > MAX_ID_BYTES:
         raise InvalidArgument(
             "the Heketi URL is too long to be carried in a volume id; configure it as a named "
@@ -93,12 +122,18 @@ def parse_ref(value: str, kind: Kind) -> ObjectRef:
     """Parse an id of the given kind; anything else is NOT_FOUND (it cannot be one of ours)."""
     what = "volume" if kind is Kind.VOLUME else "snapshot"
     parts = value.split(":")
-    if len(parts) != 3 or parts[0] != kind.value or not _HEKETI_ID.match(parts[2]):
+    mark = None
+    if kind is Kind.VOLUME and len(parts) == 4 and parts[0] == ADOPTED_VOLUME \
+            and _MARK.match(parts[3]):
+        mark = parts.pop()
+    elif len(parts) != 3 or parts[0] != kind.value:
+        raise NotFound(f"{what} {value!r} does not exist (not a heketi-csi {what} id)")
+    if not _HEKETI_ID.match(parts[2]):
         raise NotFound(f"{what} {value!r} does not exist (not a heketi-csi {what} id)")
     backend = parts[1]
     if not (_BACKEND_NAME.match(backend) or url_from_backend_token(backend)):
         raise NotFound(f"{what} {value!r} does not exist (unknown backend in id)")
-    return ObjectRef(kind, backend, parts[2])
+    return ObjectRef(kind, backend, parts[2], mark)
 
 
 def name_hash(csi_name: str, kind: Kind) -> str:

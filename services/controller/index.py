@@ -49,7 +49,7 @@ class VolumeIndex:
         self.backend = backend
         self._by_hash: dict[tuple[Kind, str], Entry] = {}
         self._by_id: dict[str, Entry] = {}
-        self._foreign: set[str] = set()
+        self._foreign: dict[str, int] = {}  # Heketi id -> GID of volumes not ours
         self.ready = False
         self.build_seconds: float | None = None
         self.progress = (0, 0)
@@ -114,7 +114,7 @@ class VolumeIndex:
     def add(self, info: VolumeInfo) -> Entry | None:
         entry = entry_for(info)
         if entry is None:
-            self._foreign.add(info.id)
+            self._foreign[info.id] = info.gid
             return None
         self._by_hash[(entry.kind, entry.hash)] = entry
         self._by_id[info.id] = entry
@@ -123,7 +123,7 @@ class VolumeIndex:
 
     def remove(self, heketi_id: str) -> None:
         entry = self._by_id.pop(heketi_id, None)
-        self._foreign.discard(heketi_id)
+        self._foreign.pop(heketi_id, None)
         if entry is not None and self._by_hash.get((entry.kind, entry.hash)) is entry:
             del self._by_hash[(entry.kind, entry.hash)]
         INDEX_VOLUMES.labels(self.backend).set(len(self._by_id))
@@ -141,7 +141,10 @@ class VolumeIndex:
                       key=lambda e: e.heketi_id)
 
     def gids_in_use(self) -> set[int]:
-        return {e.info.gid for e in self._by_id.values() if e.info.gid}
+        """GIDs of every volume on this Heketi: ours, adopted, in-tree and other foreign ones
+        (two volumes sharing a GID would let each one's pods read the other's files)."""
+        ours = {e.info.gid for e in self._by_id.values() if e.info.gid}
+        return ours | {gid for gid in self._foreign.values() if gid}
 
     def __len__(self) -> int:
         return len(self._by_id)

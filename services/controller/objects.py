@@ -17,7 +17,7 @@ from services.common.logging import get_logger
 from services.common.rpc import RpcContext
 from services.controller.backends import Backend, BackendRegistry
 from services.controller.heketi import HeketiNameInUse, HeketiNotFound, HeketiResultLost, VolumeInfo
-from services.controller.ids import Kind, ObjectRef, parse_ref
+from services.controller.ids import Kind, ObjectRef, mark_matches, parse_ref
 from services.controller.index import Entry
 
 _log = get_logger("controller")
@@ -47,10 +47,18 @@ async def find_by_name(backend: Backend, kind: Kind, hashed: str) -> Entry | Non
     return backend.index.by_id(entry.heketi_id)
 
 
+def adopted_entry(info: VolumeInfo) -> Entry:
+    """A volume adopted by `heketi-csi migrate`: not named by us, so never in the name index."""
+    return Entry(Kind.VOLUME, "", info)
+
+
 async def live_entry(backend: Backend, ref: ObjectRef) -> Entry:
-    """Our volume or snapshot `ref` as Heketi describes it now; NOT_FOUND otherwise."""
-    await backend.reread(ref.heketi_id)
+    """Our (or an adopted) volume or snapshot `ref` as Heketi describes it now; NOT_FOUND
+    otherwise."""
+    info = await backend.reread(ref.heketi_id)
     entry = backend.index.by_id(ref.heketi_id)
+    if entry is None and ref.adopted and info is not None:
+        entry = adopted_entry(info)
     if entry is None or entry.kind is not ref.kind:
         raise NotFound(f"{noun(ref.kind)} {ref.encode()} does not exist")
     return entry
@@ -110,7 +118,13 @@ async def delete_by_id(
             ctx.log.info("already gone")
             return
         entry = backend.index.by_id(ref.heketi_id)
-        if entry is None or entry.kind is not ref.kind:
+        if entry is None and ref.adopted:
+            if not mark_matches(ref, backend.key):
+                raise FailedPrecondition(
+                    f"the adoption mark of {object_id} does not match this Heketi's key (was "
+                    f"the key changed since `heketi-csi migrate apply`?); refusing to delete "
+                    f"Heketi volume {info.name} ({info.id})")
+        elif entry is None or entry.kind is not ref.kind:
             raise FailedPrecondition(
                 f"Heketi volume {info.name} ({info.id}) was not created by heketi-csi as a "
                 f"{noun(ref.kind)}; refusing to delete it")

@@ -32,6 +32,7 @@ from services.controller.ids import Kind, make_ref, name_hash, parse_ref, volume
 from services.controller.index import Entry
 from services.controller.nodes import NodeCheck
 from services.controller.objects import (
+    adopted_entry,
     create_recovering,
     delete_by_id,
     find_by_name,
@@ -151,6 +152,9 @@ class ControllerService:
             entry = await self._clone_into(backend, source, heketi_name, hashed, gib, params,
                                            progress)
         else:
+            if params.gid_range is not None:
+                # Volumes made outside the driver since the last resync hold GIDs too.
+                await backend.index.scan_new(backend.client)
             with backend.gid_for_create(params.gid_range) as gid:
                 request = VolumeCreateRequest(
                     size_gib=gib, name=heketi_name, durability=params.durability,
@@ -199,9 +203,7 @@ class ControllerService:
         if entry.info.size_gib >= gib:
             return entry
         info = await backend.client.expand_volume(entry.heketi_id, gib - entry.info.size_gib)
-        grown = backend.index.add(info)
-        assert grown is not None
-        return grown
+        return backend.index.add(info) or adopted_entry(info)
 
     # --- DeleteVolume -----------------------------------------------------------------------
     async def DeleteVolume(

@@ -35,8 +35,11 @@ from services.controller.params import SIDECAR_PREFIX
 from services.controller.progress import progress_logger
 
 
-def snapshot_message(backend: Backend, entry: Entry) -> csi_pb2.Snapshot:
-    source = make_ref(Kind.VOLUME, backend.token, entry.source_heketi_id or "").encode()
+def snapshot_message(backend: Backend, entry: Entry,
+                     source_id: str | None = None) -> csi_pb2.Snapshot:
+    """`source_id`: the caller's source volume id (an adopted volume's id keeps its mark)."""
+    source = source_id or make_ref(Kind.VOLUME, backend.token,
+                                   entry.source_heketi_id or "").encode()
     return csi_pb2.Snapshot(
         size_bytes=entry.info.size_gib * GIB,
         snapshot_id=make_ref(Kind.SNAPSHOT, backend.token, entry.heketi_id).encode(),
@@ -75,7 +78,8 @@ class SnapshotService:
                 work=lambda: self._create(backend, source, name, hashed, ctx))
         if existing.source_heketi_id != source.heketi_id:
             raise AlreadyExists(f"snapshot {name!r} exists for another source volume")
-        return csi_pb2.CreateSnapshotResponse(snapshot=snapshot_message(backend, existing))
+        return csi_pb2.CreateSnapshotResponse(
+            snapshot=snapshot_message(backend, existing, source_id))
 
     async def _create(
         self, backend: Backend, source: ObjectRef, name: str, hashed: str, ctx: RpcContext
