@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from grpclib.const import Status
 
+# The longest status message the driver sends. A message travels in an HTTP/2 header, whose
+# HPACK encoding costs time quadratic in its length (a 1 MB message took minutes of CPU) and
+# which clients refuse beyond their header limit; a message quoting a caller's input could
+# otherwise be as long as that input.
+MAX_MESSAGE_BYTES = 1024
 
 class DriverError(Exception):
     """Base of every error the driver means to report to its caller.
@@ -92,18 +97,28 @@ _STATUS_BY_CLASS: dict[type[DriverError], Status] = {
 }
 
 
+def clip_message(text: str, limit: int = MAX_MESSAGE_BYTES) -> str:
+    """`text`, cut to at most `limit` UTF-8 bytes (on a character boundary, ending `...`)."""
+    if len(text) * 4 <= limit:
+        return text
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    return raw[: limit - 3].decode(errors="ignore") + "..."
+
+
 def status_for(exc: BaseException, request_id: str) -> tuple[Status, str]:
     """Return the gRPC status and message for an exception raised while serving an RPC.
 
-    Driver errors keep their message. Anything else is an unexpected failure: the caller gets
-    INTERNAL with the request id (to find the traceback in the log), never the exception text,
-    which could carry a secret or internal detail.
+    Driver errors keep their message, clipped to MAX_MESSAGE_BYTES. Anything else is an
+    unexpected failure: the caller gets INTERNAL with the request id (to find the traceback
+    in the log), never the exception text, which could carry a secret or internal detail.
     """
     if isinstance(exc, DriverError):
         for cls in type(exc).__mro__:
             status = _STATUS_BY_CLASS.get(cls)
             if status is not None:
-                return status, exc.message
+                return status, clip_message(exc.message)
     if isinstance(exc, TimeoutError):
         return Status.DEADLINE_EXCEEDED, f"operation timed out (request {request_id})"
     return Status.INTERNAL, f"internal error (request {request_id}); see the driver log"

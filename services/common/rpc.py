@@ -2,9 +2,10 @@
 
 A service implementation is an ordinary class whose RPCs look like
 `async def CreateVolume(self, request, ctx) -> response`. `servable()` wraps each one so
-that every call gets a request id, one log line (method, duration, code, volume id), metrics,
-secret-safe error reporting through `services.common.errors.status_for`, and UNIMPLEMENTED for
-methods the class does not define.
+that every call gets its request checked against the size bounds of `services.common.bounds`
+(before anything reads it), a request id, one log line (method, duration, code, volume id),
+metrics, secret-safe and size-bounded error reporting through
+`services.common.errors.status_for`, and UNIMPLEMENTED for methods the class does not define.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
-from services.common.errors import DriverError, Unavailable, Unimplemented, status_for
+from services.common.bounds import check_request
+from services.common.errors import (
+    DriverError,
+    Unavailable,
+    Unimplemented,
+    clip_message,
+    status_for,
+)
 from services.common.logging import get_logger
 from services.common.metrics import RPC_SECONDS, RPC_TOTAL
 from services.common.redact import redacted_dict
@@ -34,6 +42,7 @@ _ROUTINE = frozenset({"Probe", "GetPluginInfo", "GetPluginCapabilities", "GetInf
 
 # Fields, in order of preference, that name the object an RPC is about.
 _ID_FIELDS = ("volume_id", "snapshot_id", "source_volume_id", "name")
+_ID_SHOWN = 256  # an id longer than any valid one is cut short in logs
 
 
 class _Base(Protocol):
@@ -79,7 +88,8 @@ def object_id(request: Message) -> str | None:
         if name in request.DESCRIPTOR.fields_by_name:
             value = getattr(request, name)
             if value:
-                return str(value)
+                text = str(value)
+                return text if len(text) <= _ID_SHOWN else text[:_ID_SHOWN] + "..."
     return None
 
 
@@ -124,6 +134,7 @@ class Servable:
         message = ""
         self.tracker.enter()
         try:
+            check_request(request)
             if log_debug_enabled(log):
                 log.debug("rpc request", request=redacted_dict(request))
             if self.tracker.draining:
@@ -136,8 +147,8 @@ class Servable:
             code, message = Status.CANCELLED, "cancelled by the caller or shutdown"
             raise
         except GRPCError as exc:
-            code, message = exc.status, exc.message or ""
-            raise
+            code, message = exc.status, clip_message(exc.message or "")
+            raise GRPCError(code, message, exc.details) from None
         except Exception as exc:
             code, message = status_for(exc, request_id)
             if code is Status.INTERNAL and not isinstance(exc, DriverError):
