@@ -4,6 +4,10 @@ Heketi has no lookup by name; `GET /volumes` returns ids only. The index is buil
 backend (one GET per volume, bounded concurrency, progress logged) and then kept current by
 every create and delete, so that a CreateVolume costs no scan. Ids of volumes that are not
 ours are remembered too, so that a later recovery scan only reads volumes it has not seen.
+
+A resync forgets what Heketi no longer lists, but only what the index learnt before its list
+was requested: a volume created while the answer was on the way is missing from it, and
+forgetting it would let a retried CreateVolume make a second one (in another cluster).
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ class VolumeIndex:
         self._by_hash: dict[tuple[Kind, str], Entry] = {}
         self._by_id: dict[str, Entry] = {}
         self._foreign: dict[str, int] = {}  # Heketi id -> GID of volumes not ours
+        # When each known id was last learnt, on a clock that each resync advances.
+        self._learnt: dict[str, int] = {}
+        self._clock = 0
         self.ready = False
         self.build_seconds: float | None = None
         self.progress = (0, 0)
@@ -101,8 +108,11 @@ class VolumeIndex:
         """Follow changes made outside the driver: forget volumes Heketi no longer lists and
         read the ones never seen. One list request plus one read per new volume; returns
         (added, removed)."""
+        self._clock += 1
+        asked = self._clock
         ids = set(await client.list_volume_ids())
-        gone = [v for v in (*self._by_id, *self._foreign) if v not in ids]
+        gone = [v for v in (*self._by_id, *self._foreign)
+                if v not in ids and self._learnt.get(v, 0) < asked]
         for volume_id in gone:
             self.remove(volume_id)
         unseen = [v for v in ids if v not in self._by_id and v not in self._foreign]
@@ -112,6 +122,7 @@ class VolumeIndex:
 
     # --- keeping current ------------------------------------------------------------
     def add(self, info: VolumeInfo) -> Entry | None:
+        self._learnt[info.id] = self._clock
         entry = entry_for(info)
         if entry is None:
             self._foreign[info.id] = info.gid
