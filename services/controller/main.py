@@ -28,6 +28,7 @@ from services.controller.backends import (
     load_backends_file,
 )
 from services.controller.nodes import make_node_check
+from services.controller.pv_annotator import PvGidAnnotator
 from services.controller.service import ControllerService
 
 
@@ -50,6 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              help="mutating Heketi operations run at once per backend; more wait in the driver")
     add_flag(parser, "--heketi-timeout", env="HEKETI_TIMEOUT", default="30", type=float,
              help="deadline in seconds of one HTTP request to Heketi")
+    add_flag(parser, "--heketi-operation-timeout", env="HEKETI_OPERATION_TIMEOUT",
+             default="1800", type=float,
+             help="deadline in seconds of one Heketi operation (create, delete, expand, clone) "
+                  "from queueing to result; past it the driver stops waiting, frees the slot "
+                  "and looks the volume up by name")
     add_flag(parser, "--resync-interval", env="RESYNC_INTERVAL", default="300", type=float,
              help="seconds between re-reads of Heketi's volume list, to follow volumes "
                   "added or deleted outside the driver; 0 turns it off")
@@ -58,6 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                   "static (--static-node-ids) or none")
     add_flag(parser, "--static-node-ids", env="STATIC_NODE_IDS",
              help="comma-separated node ids accepted with --node-check static")
+    add_flag(parser, "--pv-gid-annotation", env="PV_GID_ANNOTATION", default="auto",
+             help="auto: annotate this driver's PVs with pv.beta.kubernetes.io/gid (kubelet "
+                  "then gives pods the volume's GID) when in a pod or given --kubeconfig; off")
+    add_flag(parser, "--kubeconfig", env="HEKETI_CSI_KUBECONFIG",
+             help="kubeconfig for the Kubernetes API when not running in a pod")
 
 
 def backends_from_args(args: argparse.Namespace) -> list[BackendConfig]:
@@ -81,12 +92,17 @@ async def run(args: argparse.Namespace) -> int:
         raise StartupError(str(exc)) from None
     if args.heketi_max_inflight < 1:
         raise StartupError("--heketi-max-inflight must be at least 1")
+    if args.heketi_timeout <= 0 or args.heketi_operation_timeout <= 0:
+        raise StartupError("--heketi-timeout and --heketi-operation-timeout must be positive")
+    if args.pv_gid_annotation not in ("auto", "off"):
+        raise StartupError("--pv-gid-annotation must be auto or off")
     if args.http_endpoint:
         parse_http_endpoint(args.http_endpoint)
     registry = BackendRegistry(
         backends_from_args(args),
         ClientSettings(max_inflight=args.heketi_max_inflight,
-                       request_timeout=args.heketi_timeout),
+                       request_timeout=args.heketi_timeout,
+                       operation_timeout=args.heketi_operation_timeout),
     )
     service = ControllerService(registry, nodes)
 
@@ -106,6 +122,9 @@ async def run(args: argparse.Namespace) -> int:
         tasks.append(asyncio.create_task(registry.warm_up()))
         if args.resync_interval > 0:
             tasks.append(asyncio.create_task(registry.resync_forever(args.resync_interval)))
+        if args.pv_gid_annotation == "auto":
+            annotator = PvGidAnnotator(args.driver_name, args.kubeconfig)
+            tasks.append(asyncio.create_task(annotator.run()))
 
     async def on_stop() -> None:
         for task in tasks:

@@ -572,7 +572,7 @@ def test_csidriver() -> None:
     assert driver["spec"] == {
         "attachRequired": True,
         "podInfoOnMount": False,
-        "fsGroupPolicy": "File",
+        "fsGroupPolicy": "None",
         "volumeLifecycleModes": ["Persistent"],
     }
 
