@@ -55,6 +55,7 @@ class BackendConfig:
 class ClientSettings:
     max_inflight: int = 8
     request_timeout: float = 30.0
+    operation_timeout: float = 1800.0
     index_concurrency: int = 16
 
 
@@ -200,7 +201,8 @@ class BackendRegistry:
         if client is None:
             client = HeketiClient(
                 url, user, key, ca_file=ca_file, max_inflight=self._settings.max_inflight,
-                request_timeout=self._settings.request_timeout, name=token,
+                request_timeout=self._settings.request_timeout,
+                operation_timeout=self._settings.operation_timeout, name=token,
             )
             self._clients[cache_key] = client
         return client

@@ -325,3 +325,34 @@ async def test_retry_after_an_outside_delete_creates_the_volume_again(ctl, sim):
     second = (await ctl.stub.CreateVolume(create_request("pvc-again"))).volume.volume_id
     assert second != first
     assert list(our_volumes(sim).values()) == [1]
+
+
+async def test_an_operation_past_its_deadline_frees_its_key_and_slot_and_is_found_by_name(
+        tmp_path, sim):
+    controller = await start_controller(tmp_path, sim.url, "deadline",
+                                        "--heketi-operation-timeout", "1",
+                                        "--heketi-max-inflight", "1")
+    try:
+        await wait_ready(controller.proc, controller.socket)
+        sim.set_latency(4.0, "create")
+        with pytest.raises(GRPCError) as err:
+            await controller.stub.CreateVolume(create_request("pvc-stuck"), timeout=10)
+        assert err.value.status is Status.UNAVAILABLE, err.value
+        assert pending_operations(sim, "create") == 1, "Heketi still runs the create"
+        # The driver holds neither the name's key nor the one throttling slot any more.
+        with pytest.raises(GRPCError) as err:
+            await controller.stub.CreateVolume(create_request("pvc-stuck"), timeout=10)
+        assert "already in progress" not in (err.value.message or "")
+        sim.set_latency(0.0, "create")
+        other = await controller.stub.CreateVolume(create_request("pvc-other"), timeout=10)
+        assert other.volume.volume_id
+        # Once Heketi finishes, the retry finds the volume by name instead of making another.
+        reply = await retry_while(
+            {Status.ABORTED, Status.UNAVAILABLE},
+            lambda: controller.stub.CreateVolume(create_request("pvc-stuck"), timeout=10))
+        assert reply.volume.volume_id
+        assert sorted(our_volumes(sim).values()) == [1, 1]
+        assert sim.stats.ops_started["create"] == 2
+    finally:
+        controller.channel.close()
+        await controller.proc.stop()

@@ -454,6 +454,23 @@ async def test_lost_delete_result(sim: HeketiSimulator, target: HeketiTarget) ->
         await client.volume_info(info.id)
 
 
+async def test_an_operation_pending_for_ever_ends_at_its_deadline(sim: HeketiSimulator,
+                                                                    target: HeketiTarget) -> None:
+    """A queue that answers "pending" for ever must not hold the throttling slot for ever:
+    at the operation deadline the operation ends like a lost result (look it up by name)."""
+    client = target.client(max_inflight=1, operation_timeout=1.0)
+    sim.set_latency(3600, "create")
+    started = time.monotonic()
+    with pytest.raises(HeketiResultLost) as caught:
+        await client.create_volume(VolumeCreateRequest(size_gib=1, name=unique_name("stuck")))
+    assert 1.0 <= time.monotonic() - started < 4.0
+    assert "did not finish within 1 s" in caught.value.message
+    assert len(caught.value.op_id) == 32
+    # The one throttling slot is free again: the next operation runs at once.
+    sim.set_latency(0, "create")
+    await asyncio.wait_for(_create(target, client, "after"), 5)
+
+
 async def test_failure_on_the_queue_carries_heketis_text(sim: HeketiSimulator,
                                                          target: HeketiTarget) -> None:
     client = target.client()

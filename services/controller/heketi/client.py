@@ -13,7 +13,11 @@ What it takes care of, so that callers do not have to:
   from the POST until its result is read. A 429 that still arrives lowers the client's own
   limit to what Heketi accepted and is retried after a jittered pause (or Retry-After), at
   most `throttle_retries` times;
-- a deadline on every HTTP request, TLS with an optional CA bundle, connection pooling;
+- a deadline on every HTTP request, and one on every operation as a whole (queueing for a
+  throttling slot, the request, the queue polls): an operation that Heketi keeps "pending"
+  beyond it ends like a lost result (`HeketiResultLost`), so its slot and the caller's
+  operation key are freed and the caller looks the object up;
+- TLS with an optional CA bundle, connection pooling;
 - typed exceptions (`errors.py`) whose messages name the backend and quote Heketi.
 
 The HTTP request itself is in `http.py`, the queue poller in `queue.py`, the throttling
@@ -80,6 +84,7 @@ class HeketiClient:
         ca_file: str | None = None,
         max_inflight: int = 8,
         request_timeout: float = 30.0,
+        operation_timeout: float = 1800.0,
         name: str = "default",
         poll_initial: float = 0.2,
         poll_factor: float = 0.1,
@@ -94,12 +99,13 @@ class HeketiClient:
             raise ValueError(f"Heketi URL {safe_url(url)!r} must be http(s)://host[:port]")
         if max_inflight < 1:
             raise ValueError("max_inflight must be at least 1")
-        if request_timeout <= 0:
-            raise ValueError("request_timeout must be positive")
+        if request_timeout <= 0 or operation_timeout <= 0:
+            raise ValueError("request_timeout and operation_timeout must be positive")
         self.name = name
         self.url = safe_url(url).rstrip("/")
         self.user = user
         self.max_inflight = max_inflight
+        self._operation_timeout = operation_timeout
         self._http = HeketiHttp(url, user, key, name=name, ca_file=ca_file,
                                 request_timeout=request_timeout, pool_size=pool_size)
         self._poller = QueuePoller(self._http, initial=poll_initial, factor=poll_factor,
@@ -199,13 +205,33 @@ class HeketiClient:
                 time.monotonic() - started)
 
     async def _run_operation(self, method: str, path: str, body: Any, *, what: str,
-                         on_progress: OnProgress | None) -> str | None:
+                             on_progress: OnProgress | None) -> str | None:
+        """`_until_done` within the operation deadline; past it, `HeketiResultLost`."""
+        self._require_admin(what)
+        accepted: list[str] = []  # the queue's operation id, once Heketi took the request
+        deadline = asyncio.timeout(self._operation_timeout)
+        try:
+            async with deadline:
+                return await self._until_done(method, path, body, what, on_progress, accepted)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            op_id = accepted[0] if accepted else ""
+            where = f"operation {op_id}" if op_id else "no operation id seen"
+            _log.warning("heketi operation past its deadline", backend=self.name, what=what,
+                         op_id=op_id or None, seconds=self._operation_timeout)
+            raise HeketiResultLost(
+                f"Heketi backend {self.name!r}: {what}: did not finish within "
+                f"{self._operation_timeout:g} s ({where}); look the object up to learn the "
+                "outcome", op_id=op_id) from None
+
+    async def _until_done(self, method: str, path: str, body: Any, what: str,
+                          on_progress: OnProgress | None, accepted: list[str]) -> str | None:
         """Run one asynchronous operation to its end; return the 303's path, or None.
 
         Holds a throttling slot from the request until the queue says the operation is
         done. A 429 gives the slot back before pausing, and the retry queues in front.
         """
-        self._require_admin(what)
         throttled = 0
         while True:
             await self._limiter.acquire(front=throttled > 0)
@@ -231,6 +257,7 @@ class HeketiClient:
                         raise HeketiOperationFailed(
                             f"Heketi backend {self.name!r}: {what}: 202 without a queue "
                             f"Location (got {answer.location!r})")
+                    accepted.append(op_id)
                     self._limiter.succeeded()
                     self._limiter.accepted += 1
                     try:
