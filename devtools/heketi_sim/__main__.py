@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--glusterd", action="store_true",
                    help="back each volume by a real gluster volume on this host")
     p.add_argument("--brick-root", type=Path, help="directory for bricks (glusterd mode)")
+    p.add_argument("--storage-host", default=None,
+                   help="storage hostname of every node (glusterd mode: this host's name)")
     p.add_argument("--op-latency", type=float, default=0.0,
                    help="seconds each asynchronous operation takes")
     p.add_argument("--max-inflight", type=int, default=8,
@@ -52,7 +54,7 @@ async def _run(args: argparse.Namespace) -> int:
         nodes=args.nodes, devices_per_node=args.devices_per_node,
         device_size_gib=args.device_size_gib,
         max_volumes_per_cluster=args.max_volumes_per_cluster,
-        glusterd=args.glusterd, brick_root=args.brick_root,
+        glusterd=args.glusterd, brick_root=args.brick_root, storage_host=args.storage_host,
         name_clash_on_queue=args.name_clash_on_queue, tls_cert=args.tls_cert,
         tls_key=args.tls_key,
     )

@@ -1,24 +1,40 @@
 """The simulator's data: clusters, nodes, devices, volumes and bricks, and brick placement.
 
-Sizes follow Heketi: volumes in GiB, bricks and device storage in KiB. Placement is a
-simplified version of Heketi's: a volume is one or more brick sets (a set is `replica` bricks,
-`data+redundancy` bricks for disperse, or one brick), each brick of a set on a different node
-while nodes last, on the device with the most free space. When a set does not fit, the brick
-size is halved and the number of sets doubled, as Heketi does, down to a 1 GiB brick.
-Each brick takes `size x snapshot factor` on its device (Heketi's thin pool); a clone shares
-its source's bricks and takes no space, as in Heketi. Heketi's small LVM metadata overhead
-is not modelled.
+Sizes follow Heketi: volumes in GiB, bricks and device storage in KiB. Placement follows
+Heketi v10's allocator where a client can tell:
+
+* a volume is one or more brick sets (`replica` bricks, `data+redundancy` bricks for
+  disperse, or one brick); no two bricks of one set are ever on the same node (Heketi's
+  standard placer), so disperse 4+2 on three nodes is `No space` whatever the devices;
+* brick sizes come from Heketi's generator: one set of `size` (divided by `data` for
+  disperse), halved while the set does not fit, with the set count doubled; a brick below
+  1 GiB is `Minimum brick size limit reached.  Out of space.`, a brick above 4 TiB is
+  halved straight away, and a volume of more than 32 bricks (counting the ones it has) is
+  `Maximum number of bricks reached.`. A create reports all three as `No space`; an
+  expansion reports them as they are;
+* each brick takes a thin pool of `size x snapshot factor` plus 0.5 % pool metadata, each
+  rounded up to the 4 MiB LVM extent, and fits only where the device has MORE free space
+  than that (Heketi's `Free > amount`);
+* the device with the most free space among the allowed ones takes the brick (Heketi walks a
+  ring in pseudo-random order; which device is picked is not something a client relies on).
+
+A clone shares its source's bricks and takes no space, as in Heketi.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 GIB_KIB = 1024 * 1024
-MIN_BRICK_KIB = GIB_KIB
-MAX_BRICK_SETS = 32
+EXTENT_KIB = 4 * 1024  # LVM's default physical extent
+BRICK_MIN_KIB = GIB_KIB  # Heketi's BrickMinSize
+BRICK_MAX_KIB = 4 * 1024 * GIB_KIB  # BrickMaxSize
+BRICK_MAX_NUM = 32  # BrickMaxNum: bricks per volume
+POOL_METADATA_RATIO = 0.005
+POOL_METADATA_MAX_KIB = 16 * GIB_KIB
 
 
 def new_id() -> str:
@@ -29,8 +45,49 @@ def new_id() -> str:
 class NoSpace(Exception):
     """Placement failed; the text is Heketi's (`No space`)."""
 
+    def __init__(self, text: str = "No space") -> None:
+        super().__init__(text)
+
+
+class MaxBricks(NoSpace):
+    """The volume would have more than BRICK_MAX_NUM bricks (Heketi's ErrMaxBricks)."""
+
     def __init__(self) -> None:
-        super().__init__("No space")
+        super().__init__("Maximum number of bricks reached.")
+
+
+class MinimumBrickSize(NoSpace):
+    """Halving made the bricks smaller than BRICK_MIN_KIB (Heketi's ErrMinimumBrickSize)."""
+
+    def __init__(self) -> None:
+        super().__init__("Minimum brick size limit reached.  Out of space.")
+
+
+def _round_up(kib: int, unit: int = EXTENT_KIB) -> int:
+    return -(-kib // unit) * unit
+
+
+def brick_space_kib(brick_kib: int, factor: float) -> int:
+    """Device space a brick takes: its thin pool (size x factor) plus the pool's metadata
+    (0.5 %, at most 16 GiB), each rounded up to the extent; Heketi's SpaceNeeded."""
+    pool = _round_up(int(brick_kib * factor))
+    metadata = _round_up(min(int(pool * POOL_METADATA_RATIO), POOL_METADATA_MAX_KIB))
+    return pool + metadata
+
+
+def brick_sizes(size_kib: int, data: int) -> Iterator[tuple[int, int]]:
+    """(sets, brick KiB) to try, largest bricks first: Heketi's BrickSizeGenerator.
+
+    Raises MinimumBrickSize when the next size would be below the minimum.
+    """
+    sets = 1
+    while True:
+        brick = size_kib // sets // data
+        if brick < BRICK_MIN_KIB:
+            raise MinimumBrickSize()
+        if brick <= BRICK_MAX_KIB:
+            yield sets, brick
+        sets *= 2
 
 
 @dataclass
@@ -76,7 +133,7 @@ class Brick:
     node_id: str
     volume_id: str
     size_kib: int
-    # Space taken on the device (thin pool = size x snapshot factor; 0 for a clone's bricks).
+    # Space taken on the device (thin pool and its metadata; 0 for a clone's bricks).
     reserved_kib: int
 
 
@@ -109,6 +166,11 @@ class Volume:
     @property
     def size(self) -> int:
         return self.size_gib
+
+
+def go_float(value: float) -> float | int:
+    """A number as Go's encoding/json writes a float: whole numbers without a fraction."""
+    return int(value) if value.is_integer() else value
 
 
 def durability_shape(durability: dict[str, Any]) -> tuple[int, int]:
@@ -156,51 +218,45 @@ class Topology:
 
     # --- placement ------------------------------------------------------------------
     def allocate(self, volume: Volume, add_gib: int, factor: float) -> list[Brick]:
-        """Place bricks for `add_gib` GiB of `volume` in its cluster; raises NoSpace.
+        """Place bricks for `add_gib` GiB more of `volume` in its cluster.
 
-        The bricks are recorded (device space taken) but not yet attached to the volume.
+        Raises MaxBricks, MinimumBrickSize or NoSpace (Heketi's allocBricksInCluster). The
+        bricks are recorded (device space taken) but not yet attached to the volume.
         """
         per_set, data = durability_shape(volume.durability)
-        brick_kib = add_gib * GIB_KIB // data
-        sets = 1
-        while brick_kib >= MIN_BRICK_KIB and sets <= MAX_BRICK_SETS:
+        for sets, brick_kib in brick_sizes(add_gib * GIB_KIB, data):
+            if sets * per_set + len(volume.bricks) > BRICK_MAX_NUM:
+                raise MaxBricks()
             placed = self._try_place(volume, sets, per_set, brick_kib, factor)
             if placed is not None:
                 return placed
-            brick_kib //= 2
-            sets *= 2
-        raise NoSpace()
+        raise NoSpace()  # not reached: brick_sizes ends by raising
 
     def _try_place(self, volume: Volume, sets: int, per_set: int, brick_kib: int,
                    factor: float) -> list[Brick] | None:
-        reserved = int(brick_kib * factor)
+        reserved = brick_space_kib(brick_kib, factor)
         cluster = self.clusters[volume.cluster_id]
         extra: dict[str, int] = {}  # device id -> KiB taken by this attempt
         chosen: list[tuple[str, str]] = []  # (node id, device id)
         for _ in range(sets):
-            used_nodes: set[str] = set()
-            used_devices: set[str] = set()
+            used_nodes: set[str] = set()  # no two bricks of a set on one node
             for _ in range(per_set):
                 best: Device | None = None
+                best_free = 0
                 for node_id in cluster.nodes:
                     node = self.nodes[node_id]
-                    if node.state != "online":
-                        continue
-                    # Spread over nodes first; reuse a node only once all have a brick.
-                    if node_id in used_nodes and len(used_nodes) < len(cluster.nodes):
+                    if node.state != "online" or node_id in used_nodes:
                         continue
                     for device_id in node.devices:
                         device = self.devices[device_id]
-                        if device_id in used_devices or device.state != "online":
+                        if device.state != "online":
                             continue
                         free = device.free_kib - extra.get(device_id, 0)
-                        if free >= reserved and (best is None or free > best.free_kib
-                                                 - extra.get(best.id, 0)):
-                            best = device
+                        if free > reserved and (best is None or free > best_free):
+                            best, best_free = device, free
                 if best is None:
                     return None
                 used_nodes.add(best.node_id)
-                used_devices.add(best.id)
                 extra[best.id] = extra.get(best.id, 0) + reserved
                 chosen.append((best.node_id, best.id))
         bricks = []
@@ -266,7 +322,8 @@ class Topology:
             "size": volume.size_gib,
             "name": volume.name,
             "durability": durability,
-            "snapshot": dict(volume.snapshot),
+            "snapshot": {"enable": bool(volume.snapshot.get("enable")),
+                         "factor": go_float(float(volume.snapshot.get("factor") or 1))},
             "id": volume.id,
             "cluster": volume.cluster_id,
             "mount": {"glusterfs": {
@@ -280,8 +337,9 @@ class Topology:
         }
         if volume.gid:
             body["gid"] = volume.gid
-        if volume.options:
-            body["glustervolumeoptions"] = list(volume.options)
+        # Heketi stores the request's options between its pre- and post-request options
+        # (empty by default) and always sends the list.
+        body["glustervolumeoptions"] = list(volume.options)
         return body
 
     def device_json(self, device: Device) -> dict[str, Any]:

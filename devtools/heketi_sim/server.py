@@ -104,7 +104,9 @@ class SimConfig:
     tls_key: Path | None = None
     glusterd: bool = False
     brick_root: Path | None = None
-    storage_host: str | None = None  # glusterd mode: defaults to socket.gethostname()
+    # Every node's storage hostname (the nodes stay distinct: own ids, manage names and
+    # zones, so placement rules hold). Glusterd mode defaults it to socket.gethostname().
+    storage_host: str | None = None
 
 
 @dataclass
@@ -125,7 +127,7 @@ class HeketiSimulator:
             raise ValueError("glusterd mode needs brick_root")
         self.config = cfg
         hosts = None
-        if cfg.glusterd:
+        if cfg.glusterd or cfg.storage_host:
             hosts = [cfg.storage_host or socket.gethostname()]
         self.topology = Topology.build(
             clusters=cfg.clusters, nodes=cfg.nodes, devices_per_node=cfg.devices_per_node,
@@ -349,7 +351,7 @@ class HeketiSimulator:
         try:
             return await handler(request)
         except web.HTTPNotFound:
-            return text_response(404, "404 page not found")
+            return text_response(404, "Invalid path or request")
         except web.HTTPMethodNotAllowed:
             return text_response(405, "405 method not allowed")
 
@@ -566,12 +568,13 @@ class HeketiSimulator:
                 continue
             volume = Volume(volume_id, name, cluster_id, int(msg["size"]), durability,
                             {"enable": enable, "factor": factor}, gid=int(msg.get("gid") or 0),
-                            options=[o for o in msg.get("glustervolumeoptions") or [] if o],
+                            options=["", *(msg.get("glustervolumeoptions") or []), ""],
                             pending="create")
             try:
                 bricks = topo.allocate(volume, volume.size_gib, factor)
-            except NoSpace as exc:
-                errors[cluster_id] = str(exc)
+            except NoSpace:
+                # Heketi reports too many or too small bricks as `No space` on create.
+                errors[cluster_id] = str(NoSpace())
                 continue
             volume.bricks = [b.id for b in bricks]
             topo.volumes[volume.id] = volume
@@ -623,7 +626,7 @@ class HeketiSimulator:
             return busy
         try:
             bricks = self.topology.allocate(volume, size, float(volume.snapshot["factor"]))
-        except NoSpace as exc:
+        except NoSpace as exc:  # as it is: `Maximum number of bricks reached.`, ...
             return text_response(500, f"Failed to allocate volume expansion: {exc}")
         new_ids = [b.id for b in bricks]
 
@@ -753,7 +756,8 @@ def _parsable_create(msg: dict[str, Any]) -> bool:
             and isinstance(gid, int) and not isinstance(gid, bool)
             and isinstance(durability, dict) and isinstance(snapshot, dict)
             and isinstance(msg.get("clusters") or [], list)
-            and isinstance(msg.get("glustervolumeoptions") or [], list))
+            and isinstance(msg.get("glustervolumeoptions") or [], list)
+            and all(isinstance(o, str) for o in msg.get("glustervolumeoptions") or []))
 
 
 def _validate_create(msg: dict[str, Any]) -> str | None:
@@ -796,8 +800,10 @@ def _validate_create(msg: dict[str, Any]) -> str | None:
 def _normalised_durability(durability: dict[str, Any]) -> dict[str, Any]:
     kind = durability.get("type") or "none"
     if kind == "replicate":
-        replica = (durability.get("replicate") or {}).get("replica") or 2  # Heketi default
-        return {"type": "replicate", "replicate": {"replica": replica}}
+        # Stored as sent: without a replica count it reads back as `"replicate": {}`, and
+        # placement uses Heketi's default of 2 (durability_shape).
+        replica = (durability.get("replicate") or {}).get("replica")
+        return {"type": "replicate", "replicate": {"replica": replica} if replica else {}}
     if kind == "disperse":
         d = durability.get("disperse") or {}
         return {"type": "disperse",
