@@ -3,12 +3,30 @@
 Mount flags come from the volume capability (StorageClass or PV `mountOptions`). They are
 passed to `mount -t glusterfs -o ...`, whose helper is a shell script that splits on commas
 and whitespace. So every flag is split on commas and each part must be a known option with
-a well-formed value. Refused with a reason:
+a well-formed value. What a user may ask for, flag by flag (the in-tree plugin set `ro`,
+`log-level`, `log-file`, `backup-volfile-servers` and `auto_unmount` itself and passed the
+rest through; we keep its useful set and refuse what reaches beyond the volume):
 
-- flags that act on other mounts (bind, move, remount, propagation changes);
-- options the driver sets itself or that hand arbitrary options to the client
-  (log-file, backup-volfile-servers, volfile servers/ids, fuse-mountopts, xlator-option, ...);
-- anything unknown, and any character outside a small safe set.
+- allowed: `ro`/`rw`, the atime family, `exec`/`noexec`, `nosuid`/`nodev` (no-ops: always
+  set), `auto_unmount`, `_netdev`, gluster client switches (`acl`, `worm`, `resolve-gids`,
+  ...) and tuning values (`log-level`, timeouts, `direct-io-mode`, `transport`, ...).
+- always set by the driver, never negotiable: `nosuid` and `nodev`. A FUSE mount made by
+  root honours set-uid bits and device nodes unless told otherwise, and a gluster volume
+  is written by every pod that mounts it (and by anyone with access to the gluster
+  servers): a set-uid binary or a device node planted there would give its user root, or
+  the host's disks, in every other pod and on the node itself.
+- refused, naming the flag:
+  - `suid` and `dev`, for the reason above;
+  - SELinux labels: `context`, `fscontext`, `defcontext`, `rootcontext` (a label the user
+    picks would let a pod give a shared network volume a type that host daemons or other
+    confined containers trust; gluster FUSE files are `fusefs_t` by the host's policy,
+    which containers may use with the `container_use_fusefs` boolean), and `selinux`
+    (labels stored on the volume, written by whoever can write to it);
+  - flags that act on other mounts (bind, move, remount, propagation changes);
+  - options the driver sets itself or that hand arbitrary options to the client
+    (log-file, backup-volfile-servers, volfile servers/ids, fuse-mountopts, xlator-option,
+    ...);
+  - anything unknown, and any character outside a small safe set.
 """
 
 from __future__ import annotations
@@ -27,9 +45,9 @@ _PLAIN = frozenset(
         "ro", "rw",
         "atime", "noatime", "diratime", "nodiratime", "relatime", "norelatime",
         "strictatime", "nostrictatime", "lazyatime", "nolazyatime",
-        "dev", "nodev", "exec", "noexec", "suid", "nosuid",
+        "nodev", "exec", "noexec", "nosuid",
         "auto_unmount", "_netdev",
-        "acl", "selinux", "worm", "enable-ino32", "resolve-gids", "global-threading",
+        "acl", "worm", "enable-ino32", "resolve-gids", "global-threading",
         "localtime-logging", "mem-accounting", "fopen-keep-cache",
     }
 )  # fmt: skip
@@ -37,7 +55,6 @@ _PLAIN = frozenset(
 _BOOL = re.compile(r"(?i)yes|no|true|false|on|off|enable|disable")
 _UINT = re.compile(r"[0-9]{1,10}")
 _SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?")
-_SELINUX_CONTEXT = re.compile(r"[A-Za-z0-9_.:]{1,200}")
 
 # Options with a value: option -> pattern the whole value must match.
 _VALUED: dict[str, re.Pattern[str]] = {
@@ -64,10 +81,23 @@ _VALUED: dict[str, re.Pattern[str]] = {
     "halo-max-latency": _UINT,
     "halo-max-replicas": _UINT,
     "halo-min-replicas": _UINT,
-    "context": _SELINUX_CONTEXT,
-    "fscontext": _SELINUX_CONTEXT,
-    "defcontext": _SELINUX_CONTEXT,
-    "rootcontext": _SELINUX_CONTEXT,
+}
+
+# Set on every mount by the driver (see the module docstring).
+ALWAYS = ("nosuid", "nodev")
+
+# Flags a user may not ask for, with the reason the error gives.
+_REFUSED = {
+    "suid": "set-uid files on a shared volume would run as their owner in every pod and on "
+    "the node; volumes are always mounted nosuid",
+    "dev": "device nodes on a shared volume would open the node's devices; volumes are "
+    "always mounted nodev",
+    "selinux": "SELinux labels stored on the volume are chosen by whoever writes to it",
+    **dict.fromkeys(
+        ("context", "fscontext", "defcontext", "rootcontext"),
+        "the driver does not let a volume choose its SELinux label (gluster FUSE files are "
+        "fusefs_t; allow containers to use them with the container_use_fusefs boolean)",
+    ),
 }
 
 _OTHER_MOUNTS = frozenset(
@@ -100,6 +130,8 @@ def _check_part(part: str) -> str:
             "(letters, digits and _.:=+- only)"
         )
     key, has_value, value = part.partition("=")
+    if key in _REFUSED:
+        raise InvalidArgument(f"mount flag {key!r} is refused: {_REFUSED[key]}")
     if key in _OTHER_MOUNTS or key.startswith("x-") or key.startswith("X-"):
         raise InvalidArgument(f"mount flag {key!r} is refused: it would act on other mounts")
     if key in _DRIVER_OWNED:
@@ -196,7 +228,8 @@ def plan_mount(
         options.append(f"log-level={log_level}")
     if backups:
         options.append("backup-volfile-servers=" + ":".join(backups))
-    options.extend(user)
+    options.extend(ALWAYS)
+    options.extend(part for part in user if part not in ALWAYS)
     return GlusterMount(
         volume=volume, server=server, backup_servers=tuple(backups), options=tuple(options)
     )

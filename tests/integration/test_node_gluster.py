@@ -240,6 +240,8 @@ async def test_stage_publish_write_reaches_the_brick_and_unstage_leaves_nothing(
     target_mount = mountinfo.mount_at(mountinfo.read(), target)
     assert stage_mount is not None and stage_mount.fstype == "fuse.glusterfs"
     assert target_mount is not None and target_mount.same_origin(stage_mount)
+    for mount in (stage_mount, target_mount):
+        assert {"nosuid", "nodev"} <= set(mount.options), mount
     assert mountinfo.count_at(mountinfo.read(), target) == 1  # not bound twice
 
     stats = await node.stats(volume, target)
@@ -281,6 +283,8 @@ async def test_read_only_publish_refuses_writes(node: Node) -> None:
 
     await asyncio.to_thread(Path(rw, "a.txt").write_text, "a")
     assert await asyncio.to_thread(Path(ro, "a.txt").read_text) == "a"
+    ro_mount = mountinfo.mount_at(mountinfo.read(), ro)
+    assert ro_mount is not None and {"ro", "nosuid", "nodev"} <= set(ro_mount.options)
     with pytest.raises(OSError) as exc:
         await asyncio.to_thread(Path(ro, "b.txt").write_text, "b")
     assert exc.value.errno == errno.EROFS
@@ -543,6 +547,7 @@ async def test_mount_flags_reach_the_mount_and_bad_ones_are_refused(node: Node) 
     await node.stage(volume, cap=ro_cap)  # idempotent with the same flags
     mount = mountinfo.mount_at(mountinfo.read(), staging)
     assert mount is not None and mount.readonly and "noatime" in mount.options
+    assert {"nosuid", "nodev"} <= set(mount.options)
     # The same staging path asked for read-write: incompatible with what is mounted.
     with pytest.raises(GRPCError) as exc:
         await node.stage(volume)
@@ -553,7 +558,8 @@ async def test_mount_flags_reach_the_mount_and_bad_ones_are_refused(node: Node) 
     await node.unstage(volume)
 
     other = await node.new_volume()
-    for flags in (["bind"], ["noatime,log-file=/tmp/x"], ["ro rw"]):
+    refused = (["suid"], ["noatime,dev"], ["context=system_u:object_r:container_file_t:s0"])
+    for flags in (["bind"], ["noatime,log-file=/tmp/x"], ["ro rw"], *refused):
         bad = Cap(
             mount=Cap.MountVolume(mount_flags=flags),
             access_mode=Cap.AccessMode(mode=Cap.AccessMode.MULTI_NODE_MULTI_WRITER),

@@ -25,10 +25,8 @@ from services.node.mountopts import plan_mount, validate_flags, volume_of_source
             ["direct-io-mode=disable", "use-readdirp=no"],
         ),
         (["auto_unmount", "_netdev"], ["auto_unmount", "_netdev"]),
-        (
-            ["context=system_u:object_r:container_file_t:s0"],
-            ["context=system_u:object_r:container_file_t:s0"],
-        ),
+        (["nosuid,nodev", "noexec"], ["nosuid", "nodev", "noexec"]),
+        (["exec"], ["exec"]),
     ],
 )
 def test_accepted_flags(flags, expected):
@@ -69,6 +67,30 @@ def test_refused_flags(flag, reason):
     assert reason in exc.value.message
 
 
+@pytest.mark.parametrize(
+    "flag, named",
+    [
+        ("suid", "suid"),
+        ("dev", "dev"),
+        ("noatime,suid", "suid"),
+        ("context=system_u:object_r:container_file_t:s0", "context"),
+        ("fscontext=system_u:object_r:fusefs_t:s0", "fscontext"),
+        ("defcontext=system_u:object_r:etc_t:s0", "defcontext"),
+        ("rootcontext=system_u:object_r:shadow_t:s0", "rootcontext"),
+        ("selinux", "selinux"),
+    ],
+)
+def test_flags_a_user_may_not_ask_for_are_refused_by_name(flag, named):
+    with pytest.raises(InvalidArgument) as exc:
+        validate_flags([flag])
+    assert f"mount flag {named!r} is refused" in exc.value.message
+
+
+def test_every_mount_is_nosuid_and_nodev_once():
+    plan = plan_mount("v", ["h1"], [], ["nodev", "noexec"], "/l", "ERROR")
+    assert plan.options == ("log-file=/l", "log-level=ERROR", "nosuid", "nodev", "noexec")
+
+
 def test_comma_cannot_smuggle_a_refused_option():
     with pytest.raises(InvalidArgument, match="driver sets it"):
         validate_flags(["noatime,log-file=x"])
@@ -84,13 +106,15 @@ def test_plan_uses_first_host_and_the_rest_as_backups():
         "log-file=/var/log/c.log",
         "log-level=ERROR",
         "backup-volfile-servers=h2:h3:h4",
+        "nosuid",
+        "nodev",
         "ro",
     )
 
 
 def test_plan_lets_a_flag_choose_the_log_level():
     plan = plan_mount("v", ["h1"], [], ["log-level=DEBUG"], "/l", "ERROR")
-    assert plan.options == ("log-file=/l", "log-level=DEBUG")
+    assert plan.options == ("log-file=/l", "nosuid", "nodev", "log-level=DEBUG")
 
 
 @pytest.mark.parametrize("host", ["-oops", "h 1", "h;1", "h/1", ""])

@@ -318,7 +318,7 @@ async def test_concurrent_stage_of_one_volume_is_aborted_and_work_outlives_a_can
     # Its client runs with the planned options: log file, level, the second host as backup
     # volfile server.
     [client] = fake.clients
-    assert client.options[1:] == ("log-level=ERROR", "backup-volfile-servers=h2")
+    assert client.options[1:] == ("log-level=ERROR", "backup-volfile-servers=h2", "nosuid", "nodev")
     assert client.options[0].startswith(f"log-file={root.parent / 'logs'}/vol_1-")
 
 
