@@ -12,6 +12,7 @@ import asyncio
 import errno
 import hashlib
 import os
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -50,6 +51,23 @@ CAPABILITIES = (
     _RPC.VOLUME_CONDITION,
     _RPC.EXPAND_VOLUME,
 )
+
+
+# A volume id as the node accepts it where it records one (stage, publish): what the
+# controller makes (`hv1:<backend>:<heketi-id>`, base64url backend tokens) and what static
+# PVs carry, at most 128 bytes as CSI allows. It ends up in state files, logs and lock keys.
+_VOLUME_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~:@=+-]{0,127}")
+
+
+def check_volume_id(value: str) -> str:
+    """`value` if it is a well-formed volume id, else INVALID_ARGUMENT (never echoing it)."""
+    require(value, "volume_id")
+    if not _VOLUME_ID.fullmatch(value):
+        raise InvalidArgument(
+            "volume_id is not a valid volume id (1-128 letters, digits and ._~:@=+-, "
+            "starting with a letter or digit)"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -190,7 +208,7 @@ class NodeService:
     async def NodeStageVolume(
         self, request: csi_pb2.NodeStageVolumeRequest, ctx: RpcContext
     ) -> csi_pb2.NodeStageVolumeResponse:
-        volume_id = require(request.volume_id, "volume_id")
+        volume_id = check_volume_id(request.volume_id)
         staging = self._path(request.staging_target_path, "staging_target_path")
         paths.validate_for_helper(staging, "staging_target_path")
         if not request.HasField("volume_capability"):
@@ -209,6 +227,13 @@ class NodeService:
     ) -> None:
         existing = mountinfo.mount_at(self.mounter.mounts(), staging)
         previous = self.store.get(staging)
+        if previous is not None and previous.volume_id != volume_id and (
+            existing is not None or previous.targets
+        ):
+            raise AlreadyExists(
+                f"{staging} is staged for volume {previous.volume_id}; cannot stage volume "
+                f"{volume_id} there"
+            )
         record = StageRecord(
             volume_id=volume_id,
             staging_path=staging,
@@ -256,7 +281,7 @@ class NodeService:
                 f"{'read-only' if existing.readonly else 'read-write'} with other mount flags"
             )
         known = self.store.get(record.staging_path)
-        if known is None or known.volume_id != record.volume_id:
+        if known is None:  # staged before this driver kept records: adopt it
             await self.store.put(record)
             known = record
         if await self.repairer.repair(known) is None:
@@ -281,7 +306,7 @@ class NodeService:
     async def NodePublishVolume(
         self, request: csi_pb2.NodePublishVolumeRequest, ctx: RpcContext
     ) -> csi_pb2.NodePublishVolumeResponse:
-        volume_id = require(request.volume_id, "volume_id")
+        volume_id = check_volume_id(request.volume_id)
         target = self._path(request.target_path, "target_path")
         if not request.HasField("volume_capability"):
             raise InvalidArgument("volume_capability is required")

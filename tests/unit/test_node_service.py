@@ -426,3 +426,45 @@ async def test_a_hung_mount_answers_promptly_with_one_probe_in_flight(root, fake
     assert fake.mounts() == []
     # Unmounting let the hung call return.
     await eventually(lambda: service.probe.in_flight() == 0)
+
+
+async def test_restaging_a_staged_path_under_another_volume_id_is_already_exists(root, fake):
+    service = make(root, fake)
+    staging = stage_request(root).staging_target_path
+    await service.NodeStageVolume(stage_request(root), Ctx())
+    before = fake.mounts()
+    with pytest.raises(AlreadyExists, match="vol-id-1"):
+        await service.NodeStageVolume(stage_request(root, volume_id="vol-id-2"), Ctx())
+    record = service.store.get(staging)
+    assert record is not None and record.volume_id == "vol-id-1"
+    assert fake.mounts() == before
+    # A record of another volume whose mount is gone but whose targets are still recorded
+    # keeps its path too: those targets belong to it.
+    await publish(service, root, target_path(root, "p"))
+    await fake.unmount(staging, 5)
+    with pytest.raises(AlreadyExists, match="vol-id-1"):
+        await service.NodeStageVolume(stage_request(root, volume_id="vol-id-2"), Ctx())
+    record = service.store.get(staging)
+    assert record is not None and record.volume_id == "vol-id-1"
+
+
+@pytest.mark.parametrize(
+    "volume_id", ["vol id", "vol\nid", "vol\0id", "x" * 129, "-rf", "völ", "a/../b", "'$(id)'"]
+)
+async def test_stage_and_publish_refuse_malformed_volume_ids(root, fake, volume_id):
+    service = make(root, fake)
+    with pytest.raises(InvalidArgument, match="volume_id"):
+        await service.NodeStageVolume(stage_request(root, volume_id=volume_id), Ctx())
+    assert fake.mounts() == [] and service.store.all() == []
+    await service.NodeStageVolume(stage_request(root), Ctx())
+    with pytest.raises(InvalidArgument, match="volume_id"):
+        await service.NodePublishVolume(
+            csi_pb2.NodePublishVolumeRequest(
+                volume_id=volume_id,
+                staging_target_path=stage_request(root).staging_target_path,
+                target_path=target_path(root, "p"),
+                volume_capability=mount_cap(),
+            ),
+            Ctx(),
+        )
+    assert len(fake.mounts()) == 1
