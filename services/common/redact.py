@@ -2,10 +2,14 @@
 
 Which fields are secret is read from the message descriptors, not from a list kept here, so
 a field marked secret in a later spec version is redacted without a change to this module.
+Free-form maps (StorageClass parameters, contexts) can carry keys too, as the in-tree
+`restuserkey` does: an entry whose key names a key, password, token or secret is redacted
+in every map.
 """
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Any
 
@@ -16,6 +20,9 @@ from google.protobuf.message import Message
 from services.common.proto import csi_pb2
 
 REDACTED = "***"
+# Map keys whose values are credentials: `restuserkey`, `key`, `adminPassword`, `token`...
+# (matched on the last path segment, so `csi.storage.k8s.io/provisioner-secret-name` is kept).
+_CREDENTIAL_KEY = re.compile(r"(key|password|passwd|token|secret|credentials?)\d*$", re.I)
 
 
 @cache
@@ -47,6 +54,10 @@ def _scrub(msg: Message) -> None:
             if value_field.message_type is not None:
                 for key in value:
                     _scrub(value[key])
+            elif value_field.type == FieldDescriptor.TYPE_STRING:
+                for key in list(value):
+                    if _CREDENTIAL_KEY.search(str(key).rsplit("/", 1)[-1]):
+                        value[key] = REDACTED
         elif field.is_repeated:
             for item in value:
                 _scrub(item)

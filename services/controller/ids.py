@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from services.common.errors import InvalidArgument, NotFound
+from services.controller.heketi.urls import url_problem
 
 MAX_ID_BYTES = 128
 _HASH_HEX = 20
@@ -89,14 +90,16 @@ def backend_token_for_url(url: str) -> str:
 
 
 def url_from_backend_token(token: str) -> str | None:
-    """The Heketi URL an ad-hoc backend token carries, or None for a configured name."""
+    """The Heketi URL an ad-hoc backend token carries; None for a configured name, and for
+    anything that is not a URL the driver would accept from a StorageClass."""
     if not token.startswith("@"):
         return None
     raw = token[1:]
     try:
-        return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        url = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
+    return None if url_problem(url) else url
 
 
 def validate_backend_name(name: str) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from services.common.errors import InvalidArgument
 from services.common.logging import get_logger
 from services.controller.heketi.types import DISPERSE_ALLOWED, Durability
+from services.controller.heketi.urls import heketi_url
 
 _log = get_logger("params")
 
@@ -125,8 +126,8 @@ def parse_params(raw: Mapping[str, str]) -> VolumeParams:
         _log.info("customepnameprefix is ignored: a CSI driver creates no Endpoints")
 
     resturl = values.get("resturl")
-    if resturl is not None and not re.match(r"^https?://[^\s/]+", resturl.strip()):
-        raise InvalidArgument(f"parameter resturl={resturl!r} is not an http(s) URL")
+    if resturl is not None:
+        resturl = heketi_url(resturl.strip(), "parameter resturl")
     restuser = values.get("restuser")
     restuserkey = values.get("restuserkey")
     auth = values.get("restauthenabled", "true").strip().lower()
@@ -180,7 +181,7 @@ def parse_params(raw: Mapping[str, str]) -> VolumeParams:
             raise InvalidArgument(f"snapfactor {snap_factor} must be between 1 and 100")
 
     return VolumeParams(
-        resturl=resturl.strip().rstrip("/") if resturl else None,
+        resturl=resturl or None,
         restuser=restuser, restuserkey=restuserkey, clusters=clusters, gid_range=gid_range,
         durability=durability, volume_options=options, name_prefix=prefix,
         snap_factor=snap_factor, pvc_name=pvc_name, pvc_namespace=pvc_namespace,

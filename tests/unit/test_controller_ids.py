@@ -46,6 +46,15 @@ def test_snapshot_id_is_not_a_volume_id_and_garbage_is_not_found():
             parse_ref(junk, Kind.VOLUME)
 
 
+def test_ids_naming_urls_no_backend_could_have_are_not_found():
+    for url in ("ftp://heketi:8080", "file:///etc/passwd", "http://admin:pw@heketi:8080",
+                "http://heketi:8080/?x=1", "http://heketi:8080/#x", "http://", "heketi:8080"):
+        token = backend_token_for_url(url)
+        assert url_from_backend_token(token) is None, url
+        with pytest.raises(NotFound):
+            parse_ref(f"hv1:{token}:{HID}", Kind.VOLUME)
+
+
 def test_too_long_url_is_refused_with_advice():
     with pytest.raises(InvalidArgument, match="backends-file"):
         make_ref(Kind.VOLUME, backend_token_for_url("http://" + "h" * 120 + ":8080"), HID)

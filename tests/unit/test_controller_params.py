@@ -61,3 +61,14 @@ def test_restauthenabled_false_drops_credentials():
     params = parse_params({"restuser": "u", "restuserkey": "k", "restauthenabled": "false"})
     assert params.restuser is None and params.restuserkey is None
     assert "k" not in repr(parse_params({"restuserkey": "k"}))
+
+
+@pytest.mark.parametrize("url", [
+    "http://admin:s3cret-pw@heketi:8080", "http://s3cret-pw@heketi:8080",
+    "http://heketi:8080/?s3cret-pw=1", "http://heketi:8080/#s3cret-pw",
+    "ftp://heketi:8080/s3cret-pw", "http:///s3cret-pw",
+])
+def test_resturl_with_credentials_query_or_another_scheme_is_refused_unechoed(url):
+    with pytest.raises(InvalidArgument, match="resturl") as err:
+        parse_params({"resturl": url})
+    assert "s3cret-pw" not in err.value.message

@@ -69,3 +69,19 @@ def test_secrets_in_every_request_type_are_found_from_the_descriptor():
     ]
     for msg in samples:
         assert "s3cret" not in str(redacted_dict(msg)), type(msg).__name__
+
+
+def test_parameters_that_carry_a_key_are_redacted_in_every_map():
+    req = csi_pb2.CreateVolumeRequest(name="pvc-1", parameters={
+        "resturl": "http://heketi:8080", "restuserkey": "s3cret", "RestUserKey2": "s3cret",
+        "adminPassword": "s3cret", "token": "s3cret",
+        "csi.storage.k8s.io/provisioner-secret-name": "heketi-admin"})
+    clean = redacted_dict(req)["parameters"]
+    assert "s3cret" not in str(clean)
+    assert clean["resturl"] == "http://heketi:8080"
+    assert clean["csi.storage.k8s.io/provisioner-secret-name"] == "heketi-admin"
+    assert clean["restuserkey"] == REDACTED
+    validate = csi_pb2.ValidateVolumeCapabilitiesRequest(
+        volume_id="v", parameters={"restuserkey": "s3cret"}, volume_context={"key": "s3cret"})
+    assert "s3cret" not in str(redacted_dict(validate))
+    assert req.parameters["restuserkey"] == "s3cret", "the original must not change"

@@ -127,6 +127,13 @@ def test_create_request_validation(req: VolumeCreateRequest) -> None:
     (500, "Failed to set up volume delete: The target exists, contains other items, "
           "or is in use.", Aborted),
     (500, "Unable to create snapshot of volume v: failed", Internal),
+    # What a real Heketi v10 answers when an expansion does not fit.
+    (500, "Failed to allocate volume expansion: Maximum number of bricks reached.",
+     ResourceExhausted),
+    # Statuses Heketi does not send (a proxy in front of it might): retryable, never final.
+    (405, "Method Not Allowed", Unavailable),
+    (418, "I'm a teapot", Unavailable),
+    (302, "", Unavailable),
 ])
 def test_error_classification(status: int, text: str, cls: type[Exception]) -> None:
     error = error_for("east", "create volume", status, text)
@@ -134,12 +141,18 @@ def test_error_classification(status: int, text: str, cls: type[Exception]) -> N
     assert "'east'" in str(error) and text in str(error)
 
 
+def test_no_unknown_status_is_invalid_argument() -> None:
+    for status in range(100, 600):
+        if status in (400, 422):
+            continue
+        error = error_for("east", "create volume", status, "text")
+        assert not isinstance(error, InvalidArgument), status
+
+
 def test_client_repr_hides_the_key() -> None:
     client = HeketiClient("http://heketi:8080", "admin", "s3cret-key", name="east")
     assert "s3cret-key" not in repr(client)
     assert "s3cret-key" not in repr(vars(client))
-    strip = HeketiClient("http://admin:pw@heketi:8080", "admin", None)
-    assert "pw" not in repr(strip) and strip.url == "http://heketi:8080"
 
 
 # --- the throttling limiter -----------------------------------------------------------
@@ -199,3 +212,22 @@ async def test_limiter_cancelled_waiter_gives_no_slot_away() -> None:
     assert limiter.in_use == 0
     await limiter.acquire()
     assert limiter.in_use == 1
+
+
+async def test_a_refused_user_is_not_echoed() -> None:
+    client = HeketiClient("http://heketi:8080", "s3cret-user", "k")
+    try:
+        with pytest.raises(PermissionDenied) as err:
+            await client.delete_volume("a" * 32)
+        assert "s3cret-user" not in str(err.value)
+        assert "s3cret-user" not in repr(client)
+    finally:
+        await client.close()
+
+
+def test_urls_with_credentials_are_refused_without_echo() -> None:
+    for url in ("http://admin:s3cret@heketi:8080", "http://heketi:8080/?k=s3cret",
+                "ftp://heketi/s3cret"):
+        with pytest.raises(ValueError) as err:
+            HeketiClient(url, "admin", None)
+        assert "s3cret" not in str(err.value)

@@ -46,7 +46,7 @@ from services.controller.heketi.errors import (
     HeketiUnavailable,
     error_for,
 )
-from services.controller.heketi.http import Answer, HeketiHttp, TransportError, safe_url
+from services.controller.heketi.http import Answer, HeketiHttp, TransportError
 from services.controller.heketi.limiter import OpLimiter
 from services.controller.heketi.queue import OnProgress, QueuePoller, op_id_from
 from services.controller.heketi.types import (
@@ -57,6 +57,7 @@ from services.controller.heketi.types import (
     VolumeCreateRequest,
     VolumeInfo,
 )
+from services.controller.heketi.urls import url_problem
 from services.controller.metrics import HEKETI_INFLIGHT, HEKETI_OPERATIONS, HEKETI_THROTTLED
 
 _log = get_logger("heketi")
@@ -94,15 +95,15 @@ class HeketiClient:
         throttle_backoff_max: float = 8.0,
         pool_size: int = 32,
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"Heketi URL {safe_url(url)!r} must be http(s)://host[:port]")
+        problem = url_problem(url)
+        if problem is not None:  # the URL is not quoted: it may carry a credential
+            raise ValueError(f"the Heketi URL {problem}")
         if max_inflight < 1:
             raise ValueError("max_inflight must be at least 1")
         if request_timeout <= 0 or operation_timeout <= 0:
             raise ValueError("request_timeout and operation_timeout must be positive")
         self.name = name
-        self.url = safe_url(url).rstrip("/")
+        self.url = url.rstrip("/")
         self.user = user
         self.max_inflight = max_inflight
         self._operation_timeout = operation_timeout
@@ -123,7 +124,7 @@ class HeketiClient:
         return self._http.requests_sent
 
     def __repr__(self) -> str:
-        return (f"HeketiClient(name={self.name!r}, url={self.url!r}, user={self.user!r}, "
+        return (f"HeketiClient(name={self.name!r}, url={self.url!r}, "
                 f"key={'<set>' if self._http.signs else None}, "
                 f"max_inflight={self.max_inflight})")
 
@@ -178,8 +179,8 @@ class HeketiClient:
     def _require_admin(self, what: str) -> None:
         if self._http.signs and self.user != ADMIN:
             raise HeketiAdminRequired(
-                f"Heketi backend {self.name!r}: {what} needs the admin key, but user "
-                f"{self.user!r} is configured; Heketi lets a user-level key only list and "
+                f"Heketi backend {self.name!r}: {what} needs the admin key, but the "
+                "credentials name another user; Heketi lets a user-level key only list and "
                 "create volumes, and a create cannot be followed without the admin-only queue")
 
     def _check_id(self, object_id: str, kind: str) -> None:

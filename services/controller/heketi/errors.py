@@ -59,7 +59,8 @@ class HeketiBusy(Aborted):
 
 
 class HeketiUnavailable(Unavailable):
-    """Heketi cannot be reached, is in maintenance, failed with 5xx or throttled too long."""
+    """Heketi cannot be reached, is in maintenance, failed with 5xx or throttled too long, or
+    gave an answer Heketi never gives (a proxy in front of it?): worth a retry."""
 
 
 class HeketiThrottled(HeketiUnavailable):
@@ -104,6 +105,8 @@ def error_for(backend: str, what: str, status: int, text: str) -> Exception:
 
     `what` names the operation ("create volume", "GET /volumes/<id>"); `text` is Heketi's
     plain-text body. Heketi reports most failures as 500 with a text, so the text decides.
+    A status Heketi does not send is UNAVAILABLE, never INVALID_ARGUMENT: the provisioner
+    takes INVALID_ARGUMENT as final, and the request may well have been sound.
     """
     said = _clip(text) or "(no text)"
     message = f"Heketi backend {backend!r}: {what} failed: HTTP {status}: {said}"
@@ -125,16 +128,17 @@ def error_for(backend: str, what: str, status: int, text: str) -> Exception:
         return HeketiUnavailable(message)
     if status == 500:
         return _error_for_500(message, text)
-    if status >= 500:
-        return HeketiUnavailable(message)
-    return HeketiBadRequest(message)
+    return HeketiUnavailable(message)
 
 
 def _error_for_500(message: str, text: str) -> Exception:
     # Texts as Heketi v10 words them (apps/glusterfs/errors.go and volume_entry.go).
     if "already in use" in text:
         return HeketiNameInUse(message)
-    if "No space" in text or "Out of space" in text or "volumes and limit is" in text:
+    # An expansion that does not fit: `Failed to allocate volume expansion: Maximum number
+    # of bricks reached.` (Heketi says `No space` only for a create).
+    if ("No space" in text or "Out of space" in text or "volumes and limit is" in text
+            or "Maximum number of bricks reached" in text):
         return HeketiNoSpace(message)
     if "contains other items, or is in use" in text:
         return HeketiBusy(message)

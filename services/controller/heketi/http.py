@@ -58,16 +58,6 @@ class TransportError(Exception):
         self.detail = detail
 
 
-def safe_url(url: str) -> str:
-    """The URL without any user:password part."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return parts._replace(netloc=netloc).geturl()
-
-
 class HeketiHttp:
     """The HTTP side of one backend. `requests_sent` counts requests put on the wire."""
 
