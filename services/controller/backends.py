@@ -4,6 +4,11 @@ A backend is either configured (flags or --backends-file, referenced by name) or
 `resturl` StorageClass parameter naming a Heketi the controller was not configured with, whose
 credentials then come from the request's secrets. Volume ids name the backend, so later calls
 (delete, expand, snapshot) reach the same Heketi.
+
+The controller contacts no URL but those its configuration allows: the configured backends',
+and ad-hoc URLs only when listed in --adhoc-heketi-urls (none by default). A volume id naming
+any other URL is NOT_FOUND, so a crafted id cannot make the controller send requests (and a
+caller's key) anywhere.
 """
 
 from __future__ import annotations
@@ -11,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -27,6 +32,7 @@ from services.common.errors import (
 )
 from services.common.logging import get_logger
 from services.controller.heketi import HeketiClient, HeketiNotFound, VolumeInfo
+from services.controller.heketi.urls import heketi_url
 from services.controller.ids import (
     backend_token_for_url,
     url_from_backend_token,
@@ -77,7 +83,8 @@ def load_backends_file(path: str) -> list[BackendConfig]:
             raise InvalidArgument(
                 f"backends file {path}: entry {i} has unknown keys {sorted(unknown)}")
         result.append(BackendConfig(
-            name=validate_backend_name(str(item["name"])), url=str(item["url"]).rstrip("/"),
+            name=validate_backend_name(str(item["name"])),
+            url=heketi_url(str(item["url"]), f"backends file {path}: entry {i}: url"),
             user=str(item.get("user", DEFAULT_USER)),
             key=read_secret_file(item.get("key_file")), ca_file=item.get("ca_file"),
         ))
@@ -135,9 +142,19 @@ class Backend:
             self.reserved_gids.discard(gid)
 
 
+def adhoc_urls(text: str | None) -> frozenset[str]:
+    """The normalised URLs of a comma-separated --adhoc-heketi-urls value."""
+    items = [u.strip() for u in (text or "").split(",") if u.strip()]
+    return frozenset(heketi_url(u, "--adhoc-heketi-urls: an entry") for u in items)
+
+
 class BackendRegistry:
-    def __init__(self, configured: list[BackendConfig], settings: ClientSettings) -> None:
-        self._configured = {b.name: b for b in configured}
+    def __init__(self, configured: list[BackendConfig], settings: ClientSettings,
+                 adhoc: Iterable[str] = ()) -> None:
+        self._configured = {
+            b.name: replace(b, url=heketi_url(b.url, f"the URL of Heketi backend {b.name!r}"))
+            for b in configured}
+        self._adhoc = frozenset(adhoc)
         self._settings = settings
         self._clients: dict[tuple[str, str, str], HeketiClient] = {}
         self._indexes: dict[str, VolumeIndex] = {}
@@ -154,6 +171,11 @@ class BackendRegistry:
             for cfg in self._configured.values():
                 if cfg.url == params.resturl:
                     return cfg.name
+            if params.resturl not in self._adhoc:
+                raise InvalidArgument(
+                    f"parameter resturl {params.resturl!r} names a Heketi this controller is "
+                    "not configured for; configure it (--heketi-url, --backends-file) or allow "
+                    "it as an ad-hoc backend with --adhoc-heketi-urls")
             return backend_token_for_url(params.resturl)
         if len(self._configured) == 1:
             return next(iter(self._configured))
@@ -175,6 +197,9 @@ class BackendRegistry:
         url = cfg.url if cfg else url_from_backend_token(token)
         if url is None:
             raise NotFound(f"Heketi backend {token!r} is not configured on this controller")
+        if cfg is None and heketi_url(url, "the Heketi URL") not in self._adhoc:
+            raise NotFound(f"the Heketi at {url!r} is neither configured on this controller "
+                           "nor allowed by --adhoc-heketi-urls")
         user, key = self._credentials(cfg, secrets, params)
         client = self._client(token, url, user, key, cfg.ca_file if cfg else None)
         index = await self._index(token, client)

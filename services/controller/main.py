@@ -25,6 +25,7 @@ from services.controller.backends import (
     BackendConfig,
     BackendRegistry,
     ClientSettings,
+    adhoc_urls,
     load_backends_file,
 )
 from services.controller.nodes import make_node_check
@@ -45,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "--backends-file", env="HEKETI_BACKENDS_FILE",
              help="YAML list of Heketi backends (name, url, user, key_file, ca_file), for "
                   "more than one Heketi")
+    add_flag(parser, "--adhoc-heketi-urls", env="HEKETI_ADHOC_URLS", default="",
+             help="comma-separated Heketi URLs a StorageClass resturl may name besides the "
+                  "configured backends (used with the request's secrets); none by default")
     add_flag(parser, "--heketi-ca-file", env="HEKETI_CA_FILE",
              help="CA bundle to verify Heketi's TLS certificate")
     add_flag(parser, "--heketi-max-inflight", env="HEKETI_MAX_INFLIGHT", default="8", type=int,
@@ -103,6 +107,7 @@ async def run(args: argparse.Namespace) -> int:
         ClientSettings(max_inflight=args.heketi_max_inflight,
                        request_timeout=args.heketi_timeout,
                        operation_timeout=args.heketi_operation_timeout),
+        adhoc_urls(args.adhoc_heketi_urls),
     )
     service = ControllerService(registry, nodes)
 

@@ -13,7 +13,8 @@ from grpclib.exceptions import GRPCError
 from devtools.heketi_sim.server import HeketiSimulator
 from devtools.localcluster.processes import HEKETI_CSI, ManagedProcess, wait_ready
 from services.common.proto import csi_grpc, csi_pb2
-from tests.support.controller_harness import create_request, our_volumes
+from services.controller.ids import backend_token_for_url
+from tests.support.controller_harness import cap, create_request, our_volumes
 
 
 @pytest.fixture
@@ -68,6 +69,7 @@ async def test_adhoc_backend_uses_the_request_secrets(tmp_path: Path, two_sims):
     proc = ManagedProcess("controller", [
         *HEKETI_CSI, "controller", "--endpoint", f"unix://{sock}", "--heketi-url",
         configured.url, "--heketi-key-file", str(tmp_path / "k"), "--node-check", "none",
+        "--adhoc-heketi-urls", f"http://unrelated:8080,{other.url}/",
         "--log-format", "json"], tmp_path / "ctl.log")
     await proc.start()
     channel = Channel(path=str(sock))
@@ -93,6 +95,59 @@ async def test_adhoc_backend_uses_the_request_secrets(tmp_path: Path, two_sims):
         await stub.DeleteVolume(csi_pb2.DeleteVolumeRequest(
             volume_id=volume.volume_id, secrets={"key": "key-west"}))
         assert not our_volumes(other)
+    finally:
+        channel.close()
+        await proc.stop()
+
+
+async def test_only_configured_or_allowed_heketis_are_ever_contacted(tmp_path: Path, two_sims):
+    configured, other = two_sims
+    (tmp_path / "k").write_text("key-east")
+    sock = tmp_path / "csi.sock"
+    proc = ManagedProcess("controller", [
+        *HEKETI_CSI, "controller", "--endpoint", f"unix://{sock}", "--heketi-url",
+        configured.url, "--heketi-key-file", str(tmp_path / "k"), "--node-check", "none",
+        "--log-format", "json"], tmp_path / "ctl.log")
+    await proc.start()
+    channel = Channel(path=str(sock))
+    stub = csi_grpc.ControllerStub(channel)
+    try:
+        await wait_ready(proc, sock)
+        # A StorageClass naming a Heketi the controller was not told about.
+        request = create_request("pvc-elsewhere", resturl=other.url)
+        request.secrets["key"] = "key-west"
+        with pytest.raises(GRPCError) as err:
+            await stub.CreateVolume(request)
+        assert err.value.status is Status.INVALID_ARGUMENT
+        assert "--adhoc-heketi-urls" in (err.value.message or "")
+        # Crafted volume ids naming that Heketi (or something that is no Heketi URL at all).
+        elsewhere = backend_token_for_url(other.url)
+        not_http = backend_token_for_url("ftp://127.0.0.1:21")
+        secrets = {"key": "key-west"}
+        for token in (elsewhere, not_http):
+            vid = f"hv1:{token}:{'0' * 32}"
+            delete = csi_pb2.DeleteVolumeRequest(volume_id=vid, secrets=secrets)
+            if token == not_http:  # cannot be an id of ours: nothing to delete
+                await stub.DeleteVolume(delete)
+            else:
+                with pytest.raises(GRPCError) as err:
+                    await stub.DeleteVolume(delete)
+                assert err.value.status is Status.NOT_FOUND
+                assert "--adhoc-heketi-urls" in (err.value.message or "")
+            calls = [
+                stub.ControllerPublishVolume(csi_pb2.ControllerPublishVolumeRequest(
+                    volume_id=vid, node_id="n", volume_capability=cap(), secrets=secrets)),
+                stub.ControllerExpandVolume(csi_pb2.ControllerExpandVolumeRequest(
+                    volume_id=vid, secrets=secrets,
+                    capacity_range=csi_pb2.CapacityRange(required_bytes=2 << 30))),
+                stub.CreateSnapshot(csi_pb2.CreateSnapshotRequest(
+                    name="s", source_volume_id=vid, secrets=secrets)),
+            ]
+            for call in calls:
+                with pytest.raises(GRPCError) as err:
+                    await call
+                assert err.value.status is Status.NOT_FOUND, err.value
+        assert sum(other.request_counts.values()) == 0, "no request may reach that Heketi"
     finally:
         channel.close()
         await proc.stop()

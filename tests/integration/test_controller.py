@@ -356,3 +356,28 @@ async def test_an_operation_past_its_deadline_frees_its_key_and_slot_and_is_foun
     finally:
         controller.channel.close()
         await controller.proc.stop()
+
+
+async def test_keys_and_users_from_parameters_and_secrets_stay_out_of_logs_and_errors(ctl, sim):
+    key_marker, user_marker = "s3cret-key-7f1c", "s3cret-user-9a2b"
+    vid = (await ctl.stub.CreateVolume(create_request("pvc-creds"))).volume.volume_id
+    request = create_request("pvc-creds-2", restuserkey=key_marker, restuser="nobody")
+    with pytest.raises(GRPCError) as err:
+        await ctl.stub.CreateVolume(request)
+    messages = [err.value.message or ""]
+    for call in (
+        ctl.stub.DeleteVolume(csi_pb2.DeleteVolumeRequest(
+            volume_id=vid, secrets={"key": key_marker, "user": user_marker})),
+        ctl.stub.ControllerExpandVolume(csi_pb2.ControllerExpandVolumeRequest(
+            volume_id=vid, secrets={"key": key_marker, "user": user_marker},
+            capacity_range=csi_pb2.CapacityRange(required_bytes=2 * GIB))),
+    ):
+        with pytest.raises(GRPCError) as err:
+            await call
+        assert err.value.status is Status.PERMISSION_DENIED
+        messages.append(err.value.message or "")
+    log = ctl.proc.log_text()
+    assert "rpc request" in log, "the controller logs requests at debug level"
+    for marker in (key_marker, user_marker):
+        assert not any(marker in m for m in messages), messages
+        assert marker not in log

@@ -155,7 +155,8 @@ async def test_no_secret_value_reaches_a_log_line_or_an_error(tmp_path, procs):
     secret = "TOPSECRET-4f9a1c"
     sock = tmp_path / "csi.sock"
     proc = await controller(tmp_path, sock, "--log-level", "debug",
-                            "--heketi-timeout", "2").start()
+                            "--heketi-timeout", "2",
+                            "--adhoc-heketi-urls", "http://127.0.0.1:9").start()
     procs.append(proc)
     await wait_ready(proc, sock)
     channel = Channel(path=str(sock))
