@@ -13,6 +13,7 @@ Binaries land in ``<cache>/<component>-<version>/bin/`` and are rebuilt only whe
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -354,6 +355,18 @@ def snapshot_crds_dir() -> Path:
 
 
 def build_all(only: Sequence[str] = (), save_gomod: bool = False) -> dict[str, dict[str, float]]:
+    """Build every missing component (one at a time; a lock keeps concurrent runs apart)."""
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with open(cache_root() / ".build.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log("another build runs; waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_all(only, save_gomod)
+
+
+def _build_all(only: Sequence[str], save_gomod: bool) -> dict[str, dict[str, float]]:
     usage = shutil.disk_usage("/")
     log(f"disk: {usage.free / 2**30:.1f} GiB free on / (the Go build cache peaks at ~8.5 GB)")
     if usage.free < 12 * 2**30:
