@@ -16,7 +16,9 @@ one of two places:
   volumes too. A wrong mark only blocks deletion; publish, expand, snapshot and clone work.
 * the Heketi volume name, which marks the volume as ours and carries the hash of the CSI name
   (the key of the name index), and for snapshots also the source volume and creation time:
-  volume:   `<prefix>_<label>_hcsi-<hash>`
+  volume:   `<prefix>_<label>_hcsi-<hash>`, or for a volume made from a snapshot or another
+            volume `<prefix>_<label>_src-<digest of the source's id>_hcsi-<hash>`, so that a
+            retry naming another content source is told apart
   snapshot: `snap_<source-heketi-id>_<unix-seconds>_hcss-<hash>`
 """
 
@@ -43,6 +45,8 @@ _SNAPSHOT_NAME = re.compile(
     rf"^snap_(?P<source>[0-9a-f]{{32}})_(?P<created>[0-9]{{1,12}})"
     rf"_hcss-(?P<hash>[0-9a-f]{{{_HASH_HEX}}})$"
 )
+_CONTENT_HEX = 12
+_CONTENT = re.compile(rf"_src-([0-9a-f]{{{_CONTENT_HEX}}})_hcsi-[0-9a-f]{{{_HASH_HEX}}}$")
 DEFAULT_PREFIX = "csi"
 _LABEL_MAX = 40
 ADOPTED_VOLUME = "ha1"
@@ -145,6 +149,11 @@ def name_hash(csi_name: str, kind: Kind) -> str:
     return digest[:_HASH_HEX]
 
 
+def content_digest(source_id: str) -> str:
+    """What a volume's Heketi name records of its content source (the source's CSI id)."""
+    return hashlib.sha256(f"content\0{source_id}".encode()).hexdigest()[:_CONTENT_HEX]
+
+
 def _label(text: str) -> str:
     return _LABEL_UNSAFE.sub("-", text).strip("-")[:_LABEL_MAX].strip("-") or "x"
 
@@ -154,8 +163,10 @@ def volume_name(
     prefix: str | None = None,
     pvc_namespace: str | None = None,
     pvc_name: str | None = None,
+    content: str | None = None,
 ) -> str:
-    """The Heketi volume name for a CSI volume name.
+    """The Heketi volume name for a CSI volume name (`content`: the `content_digest` of the
+    volume's content source, if it has one).
 
     With a `volumenameprefix` and the PVC's name and namespace (external-provisioner's
     --extra-create-metadata), the name keeps the in-tree shape `<prefix>_<ns>_<pvc>_...`.
@@ -165,7 +176,8 @@ def volume_name(
         middle = f"{_label(pvc_namespace)}_{_label(pvc_name)}"
     else:
         middle = _label(csi_name)
-    return f"{prefix or DEFAULT_PREFIX}_{middle}_hcsi-{hashed}"
+    source = f"_src-{content}" if content else ""
+    return f"{prefix or DEFAULT_PREFIX}_{middle}{source}_hcsi-{hashed}"
 
 
 def snapshot_name(csi_name: str, source_heketi_id: str, created_unix: int) -> str:
@@ -180,6 +192,7 @@ class OwnedName:
     hash: str
     source_heketi_id: str | None = None  # snapshots only
     created_unix: int | None = None  # snapshots only
+    content: str | None = None  # volumes made from a snapshot or volume: `content_digest`
 
 
 def parse_owned_name(name: str) -> OwnedName | None:
@@ -188,7 +201,9 @@ def parse_owned_name(name: str) -> OwnedName | None:
     if match is None:
         return None
     if match.group(1) == "hcsi":
-        return OwnedName(Kind.VOLUME, match.group(2))
+        content = _CONTENT.search(name)
+        return OwnedName(Kind.VOLUME, match.group(2),
+                         content=content.group(1) if content else None)
     snap = _SNAPSHOT_NAME.match(name)
     if snap is None:
         return None

@@ -35,6 +35,7 @@ class Entry:
     info: VolumeInfo
     source_heketi_id: str | None = None
     created_unix: int | None = None
+    content: str | None = None  # see OwnedName.content
 
     @property
     def heketi_id(self) -> str:
@@ -45,7 +46,8 @@ def entry_for(info: VolumeInfo) -> Entry | None:
     owned = parse_owned_name(info.name)
     if owned is None:
         return None
-    return Entry(owned.kind, owned.hash, info, owned.source_heketi_id, owned.created_unix)
+    return Entry(owned.kind, owned.hash, info, owned.source_heketi_id, owned.created_unix,
+                 owned.content)
 
 
 class VolumeIndex:

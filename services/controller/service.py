@@ -28,7 +28,15 @@ from services.controller.capabilities import (
     size_gib,
 )
 from services.controller.heketi import OnProgress, Snapshot, VolumeCreateRequest, VolumeInfo
-from services.controller.ids import Kind, make_ref, name_hash, parse_ref, volume_name
+from services.controller.ids import (
+    Kind,
+    ObjectRef,
+    content_digest,
+    make_ref,
+    name_hash,
+    parse_ref,
+    volume_name,
+)
 from services.controller.index import Entry
 from services.controller.nodes import NodeCheck
 from services.controller.objects import (
@@ -67,6 +75,24 @@ def volume_context(info: VolumeInfo) -> dict[str, str]:
     return context
 
 
+def source_ref(source: csi_pb2.VolumeContentSource | None) -> ObjectRef | None:
+    """The snapshot or volume a CreateVolume's content source names (None without one)."""
+    if source is None:
+        return None
+    kind_name = source.WhichOneof("type")
+    if kind_name == "snapshot":
+        return parse_ref(require(source.snapshot.snapshot_id, "snapshot_id"), Kind.SNAPSHOT)
+    if kind_name == "volume":
+        return parse_ref(require(source.volume.volume_id, "source volume_id"), Kind.VOLUME)
+    raise InvalidArgument("volume_content_source names neither a snapshot nor a volume")
+
+
+def require_same_content(entry: Entry, name: str, content: str | None) -> None:
+    """ALREADY_EXISTS when the volume of this name was made from another content source."""
+    if entry.content != content:
+        raise AlreadyExists(f"volume {name!r} exists with another content source")
+
+
 class ControllerService:
     def __init__(self, backends: BackendRegistry, nodes: NodeCheck) -> None:
         self.backends = backends
@@ -85,6 +111,8 @@ class ControllerService:
         params = parse_params(request.parameters)
         source = request.volume_content_source if request.HasField("volume_content_source") \
             else None
+        src = source_ref(source)
+        content = content_digest(src.encode()) if src is not None else None
         token = self.backends.token_for_create(params)
         backend = await self.backends.backend(token, request.secrets, params)
         hashed = name_hash(name, Kind.VOLUME)
@@ -94,22 +122,24 @@ class ControllerService:
             existing = await find_by_name(backend, Kind.VOLUME, hashed)
         if existing is not None:
             entry = existing
+            require_same_content(entry, name, content)
             if source is not None and entry.info.size_gib < gib:
                 entry = await self.ops.run(key, what=f"finishing clone {name!r}",
                                            work=lambda: self._grow(backend, existing, gib))
-            return self._create_response(backend, entry, request, params, source)
+            return self._create_response(backend, entry, request, params, source, content)
 
         async def create() -> Entry:
-            return await self._create(backend, name, hashed, gib, params, source, ctx)
+            return await self._create(backend, name, hashed, gib, params, src, content, ctx)
 
         entry = await self.ops.run(key, what=f"creating volume {name!r}", work=create)
-        return self._create_response(backend, entry, request, params, source)
+        return self._create_response(backend, entry, request, params, source, content)
 
     def _create_response(
         self, backend: Backend, entry: Entry, request: csi_pb2.CreateVolumeRequest,
-        params: VolumeParams, source: csi_pb2.VolumeContentSource | None,
+        params: VolumeParams, source: csi_pb2.VolumeContentSource | None, content: str | None,
     ) -> csi_pb2.CreateVolumeResponse:
         info = entry.info
+        require_same_content(entry, request.name, content)
         has_range = request.HasField("capacity_range")
         if not fits(info.size_gib, request.capacity_range, has_range):
             raise AlreadyExists(
@@ -142,9 +172,10 @@ class ControllerService:
 
     async def _create(
         self, backend: Backend, name: str, hashed: str, gib: int, params: VolumeParams,
-        source: csi_pb2.VolumeContentSource | None, ctx: RpcContext,
+        source: ObjectRef | None, content: str | None, ctx: RpcContext,
     ) -> Entry:
-        heketi_name = volume_name(name, params.name_prefix, params.pvc_namespace, params.pvc_name)
+        heketi_name = volume_name(name, params.name_prefix, params.pvc_namespace, params.pvc_name,
+                                  content)
         started = time.monotonic()
         progress = progress_logger(ctx, "create volume", heketi_name)
 
@@ -170,16 +201,9 @@ class ControllerService:
         return entry
 
     async def _clone_into(
-        self, backend: Backend, source: csi_pb2.VolumeContentSource, heketi_name: str,
+        self, backend: Backend, ref: ObjectRef, heketi_name: str,
         hashed: str, gib: int, params: VolumeParams, progress: OnProgress,
     ) -> Entry:
-        kind_name = source.WhichOneof("type")
-        if kind_name == "snapshot":
-            ref = parse_ref(require(source.snapshot.snapshot_id, "snapshot_id"), Kind.SNAPSHOT)
-        elif kind_name == "volume":
-            ref = parse_ref(require(source.volume.volume_id, "source volume_id"), Kind.VOLUME)
-        else:
-            raise InvalidArgument("volume_content_source names neither a snapshot nor a volume")
         if ref.backend != backend.token:
             raise InvalidArgument("a volume can only be created from a source on the same "
                                   "Heketi backend")

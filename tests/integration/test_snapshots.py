@@ -145,3 +145,40 @@ async def test_clone_with_other_layout_is_refused_before_anything_is_made(ctl, s
     assert err.value.status is Status.INVALID_ARGUMENT
     assert "replicate:3" in (err.value.message or "")
     assert our_volumes(sim) == before
+
+
+async def test_a_retry_with_another_content_source_is_already_exists(tmp_path, ctl, sim):
+    source = (await ctl.stub.CreateVolume(create_request("pvc-cs-src"))).volume.volume_id
+    other = (await ctl.stub.CreateVolume(create_request("pvc-cs-other"))).volume.volume_id
+    snap = (await ctl.stub.CreateSnapshot(snapshot_request("snap-cs", source))).snapshot
+    restored = (await ctl.stub.CreateVolume(from_snapshot("pvc-cs", snap.snapshot_id))).volume
+    plain = (await ctl.stub.CreateVolume(create_request("pvc-cs-plain"))).volume
+    before = our_volumes(sim)
+    incompatible = [
+        from_volume("pvc-cs", source),  # the same name, now "cloned from the volume"
+        from_volume("pvc-cs", other),
+        create_request("pvc-cs"),  # the same name, no source at all
+        from_snapshot("pvc-cs-plain", snap.snapshot_id),  # a plain volume, now "restored"
+    ]
+    for request in incompatible:
+        with pytest.raises(GRPCError) as err:
+            await ctl.stub.CreateVolume(request)
+        assert err.value.status is Status.ALREADY_EXISTS, request
+        assert "content source" in (err.value.message or "")
+    assert our_volumes(sim) == before
+    # The compatible retries still answer with the volumes, also from a new controller.
+    await ctl.proc.stop()
+    ctl.channel.close()
+    second = await start_controller(tmp_path, sim.url, "second")
+    try:
+        await wait_ready(second.proc, second.socket)
+        again = await second.stub.CreateVolume(from_snapshot("pvc-cs", snap.snapshot_id))
+        assert again.volume.volume_id == restored.volume_id
+        again = await second.stub.CreateVolume(create_request("pvc-cs-plain"))
+        assert again.volume.volume_id == plain.volume_id
+        with pytest.raises(GRPCError) as err:
+            await second.stub.CreateVolume(from_volume("pvc-cs", other))
+        assert err.value.status is Status.ALREADY_EXISTS
+    finally:
+        second.channel.close()
+        await second.proc.stop()

@@ -91,3 +91,17 @@ def test_snapshot_name_carries_source_and_creation_time():
 def test_foreign_volumes_are_not_ours():
     for name in ("vol_" + HID, "heketidbstorage", "csi_pvc-1", "my_hcsi-123"):
         assert parse_owned_name(name) is None
+
+
+def test_a_volume_made_from_a_source_records_the_source_in_its_name():
+    from services.controller.ids import content_digest
+
+    digest = content_digest("hs1:default:" + HID)
+    name = volume_name("pvc-9", prefix="team1", pvc_namespace="ns", pvc_name="data",
+                       content=digest)
+    assert HEKETI_NAME.match(name) and name.startswith("team1_ns_data_src-")
+    owned = parse_owned_name(name)
+    assert owned is not None and owned.kind is Kind.VOLUME and owned.content == digest
+    assert owned.hash == parse_owned_name(volume_name("pvc-9")).hash  # type: ignore[union-attr]
+    assert parse_owned_name(volume_name("pvc-9")).content is None  # type: ignore[union-attr]
+    assert digest != content_digest("hv1:default:" + HID)
