@@ -8,12 +8,19 @@ index so that a retry finds what an earlier call created. The snapshot RPCs are 
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from google.protobuf.wrappers_pb2 import Int64Value
 
 from services.common import context_keys as ck
-from services.common.errors import AlreadyExists, InvalidArgument, OutOfRange
+from services.common.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    InvalidArgument,
+    OutOfRange,
+    Unavailable,
+)
 from services.common.keyed_operations import KeyedOperations
 from services.common.proto import csi_pb2
 from services.common.rpc import RpcContext
@@ -55,6 +62,10 @@ from services.controller.progress import progress_logger
 from services.controller.snapshots import SnapshotService
 
 _Cap = csi_pb2.ControllerServiceCapability.RPC.Type
+# How long ControllerPublish waits for Heketi before answering from the index: well within
+# external-attacher's own deadline (15 s by default), so that a Heketi that does not answer
+# at all cannot keep pods from starting.
+PUBLISH_HEKETI_WAIT_S = 5.0
 
 CAPABILITIES = (
     _Cap.CREATE_DELETE_VOLUME, _Cap.PUBLISH_UNPUBLISH_VOLUME, _Cap.LIST_VOLUMES,
@@ -246,11 +257,31 @@ class ControllerService:
         require_capability(request.volume_capability, request.HasField("volume_capability"))
         ref = parse_ref(volume_id, Kind.VOLUME)
         backend = await self.backends.backend(ref.backend, request.secrets)
-        entry = await live_entry(backend, ref)
+        entry = await self._publishable(backend, ref, ctx)
         await self.nodes.require(node_id)
         context = volume_context(entry.info)
         context.pop(ck.GID, None)
         return csi_pb2.ControllerPublishVolumeResponse(publish_context=context)
+
+    @staticmethod
+    async def _publishable(backend: Backend, ref: ObjectRef, ctx: RpcContext) -> Entry:
+        """The volume as Heketi describes it now; while Heketi cannot be reached, as the index
+        last saw it (pods must start during a Heketi outage: the mount needs no Heketi).
+        NOT_FOUND only when Heketi says so."""
+        try:
+            async with asyncio.timeout(PUBLISH_HEKETI_WAIT_S):
+                return await live_entry(backend, ref)
+        except (Unavailable, DeadlineExceeded, TimeoutError) as exc:
+            known = backend.index.by_id(ref.heketi_id)
+            if known is None or known.kind is not ref.kind:
+                if isinstance(exc, TimeoutError):
+                    raise Unavailable(f"Heketi did not answer within {PUBLISH_HEKETI_WAIT_S:g} "
+                                      "s and the volume is not in the index; retry") from None
+                raise
+            ctx.log.warning("Heketi unreachable; answering from the index (last known hosts)",
+                            heketi_id=ref.heketi_id, hosts=",".join(known.info.mount.hosts),
+                            error=str(exc) or type(exc).__name__)
+            return known
 
     async def ControllerUnpublishVolume(
         self, request: csi_pb2.ControllerUnpublishVolumeRequest, ctx: RpcContext

@@ -381,3 +381,30 @@ async def test_keys_and_users_from_parameters_and_secrets_stay_out_of_logs_and_e
     for marker in (key_marker, user_marker):
         assert not any(marker in m for m in messages), messages
         assert marker not in log
+
+
+async def test_publish_answers_from_the_index_while_heketi_is_unreachable(ctl, sim):
+    vid = (await ctl.stub.CreateVolume(create_request("pvc-outage"))).volume.volume_id
+    publish = csi_pb2.ControllerPublishVolumeRequest(volume_id=vid, node_id=NODE,
+                                                     volume_capability=cap())
+    before = await ctl.stub.ControllerPublishVolume(publish)
+    unknown = csi_pb2.ControllerPublishVolumeRequest(
+        volume_id="hv1:default:" + "0" * 32, node_id=NODE, volume_capability=cap())
+    await sim.go_offline()
+    try:
+        during = await ctl.stub.ControllerPublishVolume(publish, timeout=10)
+        assert during.publish_context == before.publish_context
+        await wait_log_line(ctl.proc, lambda line: "answering from the index" in line,
+                            "the fallback is logged")
+        with pytest.raises(GRPCError) as err:  # Heketi did not say it is gone: retry later
+            await ctl.stub.ControllerPublishVolume(unknown, timeout=10)
+        assert err.value.status is Status.UNAVAILABLE
+    finally:
+        await sim.go_online()
+    from services.controller.heketi import HeketiClient
+
+    async with HeketiClient(sim.url, "admin", KEY) as client:
+        await client.delete_volume(vid.split(":")[-1])
+    with pytest.raises(GRPCError) as err:  # now Heketi says so
+        await ctl.stub.ControllerPublishVolume(publish, timeout=10)
+    assert err.value.status is Status.NOT_FOUND
