@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from services.common.logging import get_logger
 from services.node import mountinfo
 from services.node.fsstat import Usage, usage_of
 from services.node.mountinfo import Mount
+from services.node.offloop import Hung, Lane
 
 _log = get_logger("node.mounter")
 
@@ -39,6 +41,9 @@ LOG_TAIL_LINES = 20
 LOG_TAIL_BYTES = 8192
 # Seconds allowed to the clean-up steps after a failed or timed-out mount.
 CLEANUP_SECONDS = 10.0
+# Seconds allowed to a scan of /proc for gluster clients, and threads for such scans.
+PROC_SECONDS = 10.0
+MOUNTER_THREADS = 8
 
 
 class MountFailed(Internal):
@@ -78,7 +83,8 @@ class Mounter(Protocol):
         ...
 
     async def client_pids(self, mount_point: str) -> list[int]:
-        """Pids of the gluster client processes started for a mount at `mount_point`."""
+        """Pids of the gluster client processes started for a mount at `mount_point`.
+        Raises offloop.Hung when /proc does not answer in time."""
         ...
 
     def usage(self, path: str) -> Usage:
@@ -88,7 +94,8 @@ class Mounter(Protocol):
 
 
 def gluster_clients_of(mount_point: str, proc_root: Path = Path("/proc")) -> list[int]:
-    """Pids of glusterfs client processes serving `mount_point` (blocking; procfs only).
+    """Pids of glusterfs client processes serving `mount_point` (blocking; procfs only: run
+    it in a lane, see `SystemMounter.client_pids`).
 
     The client's command line ends with the mount point:
     `/usr/sbin/glusterfs --process-name fuse --volfile-server=h --volfile-id=v /mnt/x`.
@@ -98,6 +105,10 @@ def gluster_clients_of(mount_point: str, proc_root: Path = Path("/proc")) -> lis
         if not entry.name.isdigit():
             continue
         try:
+            # comm first: reading a process's cmdline takes its memory map lock, which a
+            # process stuck in a page fault on a hung mount holds; comm needs no lock.
+            if (entry / "comm").read_bytes().strip() != b"glusterfs":
+                continue
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
@@ -149,12 +160,18 @@ class SystemMounter(Mounter):
         self.umount_bin = umount_bin
         self.proc_root = proc_root
         self.mountinfo_path = mountinfo_path
+        self.lane = Lane("mounter", MOUNTER_THREADS)
 
     def mounts(self) -> list[Mount]:
         return mountinfo.read(self.mountinfo_path)
 
     async def client_pids(self, mount_point: str) -> list[int]:
-        return await asyncio.to_thread(gluster_clients_of, mount_point, self.proc_root)
+        return await self.lane.run(
+            f"clients of {mount_point}",
+            functools.partial(gluster_clients_of, mount_point, self.proc_root),
+            PROC_SECONDS,
+            share=True,
+        )
 
     def usage(self, path: str) -> Usage:
         return usage_of(path)
@@ -193,7 +210,12 @@ class SystemMounter(Mounter):
 
     async def _clean_up_failed_mount(self, target: str, before: int) -> None:
         """Kill the gluster client of `target` and lazily unmount what it left behind."""
-        for pid in await self.client_pids(target):
+        try:
+            pids = await self.client_pids(target)
+        except Hung as exc:
+            _log.warning("cannot find the gluster client of a failed mount", error=str(exc))
+            pids = []
+        for pid in pids:
             _log.warning("killing gluster client of a failed mount", pid=pid, target=target)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)

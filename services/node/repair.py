@@ -34,6 +34,7 @@ from services.node.metrics import REPAIRS
 from services.node.mounter import Mounter
 from services.node.mountinfo import GLUSTER_FSTYPE, Mount
 from services.node.mountopts import volume_of_source
+from services.node.offloop import Hung
 from services.node.state import StageRecord, StateStore
 
 _log = get_logger("node.repair")
@@ -119,7 +120,11 @@ class Repairer:
             await asyncio.sleep(interval)
 
     async def _client_gone(self, path: str) -> bool:
-        return not await self.mounter.client_pids(path)
+        try:
+            return not await self.mounter.client_pids(path)
+        except Hung as exc:  # not known to be gone: leave it for the next pass
+            _log.warning("cannot tell whether a gluster client is alive", error=str(exc))
+            return False
 
     async def _is_dead(self, path: str) -> bool:
         """Whether the mount at `path` answers ENOTCONN and has no client process."""

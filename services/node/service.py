@@ -227,8 +227,10 @@ class NodeService:
     ) -> None:
         existing = mountinfo.mount_at(self.mounter.mounts(), staging)
         previous = self.store.get(staging)
-        if previous is not None and previous.volume_id != volume_id and (
-            existing is not None or previous.targets
+        if (
+            previous is not None
+            and previous.volume_id != volume_id
+            and (existing is not None or previous.targets)
         ):
             raise AlreadyExists(
                 f"{staging} is staged for volume {previous.volume_id}; cannot stage volume "
@@ -401,7 +403,12 @@ class NodeService:
             raise NotFound(f"no volume at {path!r}: {exc.message}") from None
         mount = mountinfo.mount_at(self.mounter.mounts(), path)
         if mount is None:
-            exists = await asyncio.to_thread(os.path.lexists, path)
+            exists = await self.probe.exists(path)
+            if exists is None:
+                raise NotFound(
+                    f"nothing is mounted at {path} (and looking at it did not answer within "
+                    f"{self.probe.seconds:g} s: a hung mount?)"
+                )
             raise NotFound(f"nothing is mounted at {path}" if exists else f"{path} does not exist")
         if mount.fstype != GLUSTER_FSTYPE:
             raise NotFound(f"{path} holds {mount.fstype}, not a glusterfs volume")

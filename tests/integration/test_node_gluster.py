@@ -395,6 +395,65 @@ async def test_hung_mount_stats_answer_promptly(node: Node, tmp_path: Path) -> N
         silent.close()
 
 
+async def test_a_stopped_gluster_client_does_not_starve_the_node(node: Node) -> None:
+    """SIGSTOP the client of one mount: every lookup inside it hangs in the kernel. A dozen
+    stats calls on paths inside it answer by their deadline, and a healthy volume is staged
+    and published meanwhile within a deadline far below kubelet's."""
+    stopped, healthy = await node.new_volume(), await node.new_volume()
+    await node.stage(stopped)
+    target = node.target("pod-stopped", "pv")
+    await node.publish(stopped, target)
+    [pid] = clients_of(node.staging(stopped))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        polls = [asyncio.create_task(node.stats(stopped, f"{target}/dir{i}")) for i in range(12)]
+        polls.append(asyncio.create_task(node.stats(stopped, target)))
+        healthy_target = node.target("pod-healthy", "pv")
+        os.makedirs(os.path.dirname(healthy_target))
+        await node.stub.NodeStageVolume(
+            csi_pb2.NodeStageVolumeRequest(
+                volume_id=f"id-{healthy}",
+                staging_target_path=node.staging(healthy),
+                volume_capability=RW_CAP,
+                volume_context={"volume": healthy, "hosts": glusterd.hostname()},
+            ),
+            timeout=15,
+        )
+        await node.stub.NodePublishVolume(
+            csi_pb2.NodePublishVolumeRequest(
+                volume_id=f"id-{healthy}",
+                staging_target_path=node.staging(healthy),
+                target_path=healthy_target,
+                volume_capability=RW_CAP,
+            ),
+            timeout=15,
+        )
+        published = time.monotonic() - started
+        await asyncio.to_thread(Path(healthy_target, "ok").write_text, "ok")
+        assert (node.brick(healthy) / "ok").read_text() == "ok"
+        answers = await asyncio.gather(*polls, return_exceptions=True)
+        polled = time.monotonic() - started
+        print(
+            f"healthy volume staged and published in {published:.2f} s; "
+            f"13 polls of the stopped mount answered within {polled:.2f} s"
+        )
+        assert polled < STATS_TIMEOUT + 5
+        for answer in answers[:-1]:
+            assert isinstance(answer, GRPCError), answer
+            assert answer.status is Status.NOT_FOUND and "did not answer" in (answer.message or "")
+        stats = answers[-1]
+        assert isinstance(stats, csi_pb2.NodeGetVolumeStatsResponse), stats
+        assert stats.volume_condition.abnormal
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await node.unpublish(healthy, healthy_target)
+    await node.unstage(healthy)
+    await node.unpublish(stopped, target)
+    await node.unstage(stopped)
+    assert node.our_mounts() == []
+
+
 async def test_mount_timeout_kills_the_client_and_leaves_nothing_mounted(tmp_path: Path) -> None:
     from services.node.mounter import MountTimeout, SystemMounter
 

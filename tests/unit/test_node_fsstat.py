@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from services.node.fsstat import FsProbe, PathMissing, SingleFlight, Usage
+from services.node.fsstat import FsProbe, PathMissing, Usage
+from services.node.offloop import Lane
 from tests.unit.test_node_service import eventually
 
 USAGE = Usage(100, 40, 60, 10, 4, 6)
@@ -67,10 +68,13 @@ async def test_hung_path_is_abnormal_promptly_and_does_not_pile_up_threads():
 
 async def test_concurrent_callers_share_one_call():
     fake = Hanging({"/slow"})
-    flight = SingleFlight(fake)
-    tasks = [asyncio.create_task(flight.call("/slow", 5)) for _ in range(10)]
+    lane = Lane("test", 4)
+    tasks = [
+        asyncio.create_task(lane.run("/slow", lambda: fake("/slow"), 5, share=True))
+        for _ in range(10)
+    ]
     await eventually(lambda: "/slow" in fake.calls)
-    assert flight.in_flight() == 1
+    assert lane.in_flight() == 1
     fake.release.set()
     results = await asyncio.gather(*tasks)
     assert results == [USAGE] * 10
@@ -79,13 +83,19 @@ async def test_concurrent_callers_share_one_call():
 
 async def test_a_cancelled_caller_does_not_cancel_the_others():
     fake = Hanging({"/slow"})
-    flight = SingleFlight(fake)
-    first = asyncio.create_task(flight.call("/slow", 5))
-    second = asyncio.create_task(flight.call("/slow", 5))
+    lane = Lane("test", 4)
+    first = asyncio.create_task(lane.run("/slow", lambda: fake("/slow"), 5, share=True))
+    second = asyncio.create_task(lane.run("/slow", lambda: fake("/slow"), 5, share=True))
     await eventually(lambda: "/slow" in fake.calls)
     first.cancel()
     fake.release.set()
     assert await second == USAGE
+
+
+async def test_existence_of_a_path(tmp_path):
+    probe = FsProbe(0.2, Hanging(set()))
+    assert await probe.exists(str(tmp_path)) is True
+    assert await probe.exists(str(tmp_path / "missing")) is False
 
 
 @pytest.mark.parametrize(

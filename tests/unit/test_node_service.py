@@ -7,6 +7,8 @@ call leaves in the mount table."""
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -468,3 +470,77 @@ async def test_stage_and_publish_refuse_malformed_volume_ids(root, fake, volume_
             Ctx(),
         )
     assert len(fake.mounts()) == 1
+
+
+def hang_lookups_under(monkeypatch: pytest.MonkeyPatch, directory: str) -> threading.Event:
+    """Every existence check of a path below `directory` blocks until the returned event is
+    set, as the kernel blocks lookups inside a FUSE mount whose client is stopped."""
+    release = threading.Event()
+    real = os.path.lexists
+
+    def lexists(path: Any) -> bool:
+        if os.fspath(path).startswith(directory + "/"):
+            release.wait()
+        return real(path)
+
+    monkeypatch.setattr(os.path, "lexists", lexists)
+    return release
+
+
+async def test_hung_lookups_inside_a_mount_do_not_starve_the_other_rpcs(root, fake, monkeypatch):
+    service = make(root, fake, stats_timeout=0.3)
+    _staging, rw, _ro = await staged_and_published(service, root)
+    fake.hang(rw)
+    release = hang_lookups_under(monkeypatch, rw)
+    try:
+        started = time.monotonic()
+        polls = [
+            asyncio.create_task(
+                service.NodeGetVolumeStats(
+                    csi_pb2.NodeGetVolumeStatsRequest(
+                        volume_id="vol-id-1", volume_path=f"{rw}/dir{i}"
+                    ),
+                    Ctx(),
+                )
+            )
+            for i in range(12)
+        ]
+        polls.append(asyncio.create_task(stats(service, rw)))
+        # A healthy volume is staged and published within its deadline meanwhile.
+        other = f"{root}/plugins/kubernetes.io/csi/drv/def/globalmount"
+        await asyncio.wait_for(
+            service.NodeStageVolume(
+                stage_request(
+                    root,
+                    volume_id="vol-id-2",
+                    staging_target_path=other,
+                    volume_context={"volume": "vol_2", "hosts": "h1"},
+                ),
+                Ctx(),
+            ),
+            2,
+        )
+        target = target_path(root, "healthy")
+        await asyncio.wait_for(
+            service.NodePublishVolume(
+                csi_pb2.NodePublishVolumeRequest(
+                    volume_id="vol-id-2",
+                    staging_target_path=other,
+                    target_path=target,
+                    volume_capability=mount_cap(),
+                ),
+                Ctx(),
+            ),
+            2,
+        )
+        assert mountinfo.mount_at(fake.mounts(), target) is not None
+        # Every poll of the hung mount answered by its deadline, none hangs.
+        answers = await asyncio.wait_for(asyncio.gather(*polls, return_exceptions=True), 2)
+        assert time.monotonic() - started < 3
+        for answer in answers[:-1]:
+            assert isinstance(answer, NotFound), answer
+            assert "did not answer" in answer.message
+        assert answers[-1].volume_condition.abnormal  # type: ignore[union-attr]
+    finally:
+        release.set()
+        fake.unhang(rw)
