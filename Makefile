@@ -35,6 +35,22 @@ up: setup ## Set up and keep a local cluster running until Ctrl-C
 bench: setup ## Run the benchmarks under bench/ and print their numbers
 	$(PY) -m bench
 
+.PHONY: k8s-build
+k8s-build: ## Build Kubernetes, etcd and the CSI sidecars from the Go module proxy (cached)
+	$(PY) -m devtools.k8s build
+
+.PHONY: k8s-up
+k8s-up: setup ## Start the local single-node Kubernetes (host processes)
+	$(PY) -m devtools.k8s up
+
+.PHONY: k8s-down
+k8s-down: ## Stop the local Kubernetes and undo every change it made to the host
+	$(PY) -m devtools.k8s down
+
+.PHONY: k8s-kubeconfig
+k8s-kubeconfig: ## Print the path of the local cluster's admin kubeconfig
+	@$(PY) -m devtools.k8s kubeconfig
+
 .PHONY: protos
 protos: ## Regenerate services/common/proto/ from protos/ (commit the result)
 	$(PY) tools/protogen.py

@@ -622,6 +622,13 @@ def start_kubelet() -> None:
     wait_for(f"node {NODE_NAME} Ready", ready, timeout=180, proc="kubelet")
 
 
+def restart_kubelet() -> None:
+    """Stop kubelet (SIGTERM) and start it again, as a node's service manager would; the
+    containers keep running meanwhile. Returns when the node is Ready again."""
+    stop("kubelet")
+    start_kubelet()
+
+
 def finish_cluster() -> None:
     for k, v in NODE_LABELS.items():
         kubectl("label", "node", NODE_NAME, f"{k}={v}", "--overwrite")
