@@ -89,7 +89,7 @@ async def test_kubelet_restart_keeps_the_writer_and_re_registers_the_driver(
         kube: Kube, namespace: str, cluster: Cluster) -> None:
     if not cluster.local:
         pytest.fail("restarting kubelet needs the local cluster (make k8s-up)", pytrace=False)
-    from devtools.k8s import cluster as local_cluster
+    from devtools.k8s.cluster import restart_kubelet
 
     await kube.core.create_namespaced_persistent_volume_claim(namespace, claim("steady"))
     await bound_pv(kube, namespace, "steady")
@@ -97,7 +97,7 @@ async def test_kubelet_restart_keeps_the_writer_and_re_registers_the_driver(
         "writer", {"/data": "steady"}, COUNTER))
     await log_line(kube, namespace, "writer", lambda line: line.startswith("ok"), "a write")
 
-    await asyncio.to_thread(local_cluster.restart_kubelet)
+    await asyncio.to_thread(restart_kubelet)
 
     async def node_ready() -> bool:
         node = (await kube.core.list_node()).items[0]
