@@ -1,7 +1,8 @@
 """An in-memory `Mounter` for the node's unit tests: a complete fake, no real mount is made.
 
 Like mount-utils' `FakeMounter`, it keeps a mount table of its own (`Mount` entries as
-/proc/self/mountinfo shows them) and changes it the way mount(8) and umount(8) would:
+/proc/self/mountinfo shows them) and changes it the way mount(8) and umount(8) would, at the
+canonical path of the verified place (`services.node.boundary.Place`) it is given:
 
 - `mount_glusterfs` adds a `fuse.glusterfs` mount of a filesystem of its own (a new device)
   and starts a pretend gluster client for it (a pid, with the source and options it got);
@@ -13,7 +14,8 @@ Like mount-utils' `FakeMounter`, it keeps a mount table of its own (`Mount` entr
   broken one, and it blocks on a hung one until released. A path outside every mount is the
   real directory (it lives in the test's tmp_path), and so are mount points: they must exist.
 
-Trouble on demand: `kill_client` (the client died: ENOTCONN and no pid, as after `kill -9`),
+Trouble on demand: `vanish` (something else unmounted a path), `kill_client` (the client
+died: ENOTCONN and no pid, as after `kill -9`),
 `break_mount` (any errno, client alive), `hang` (statvfs blocks until `unhang`), `refuse`
 (mounts of a volume fail as for a missing volume), `hold_mounts` (mounts wait until
 `release_mounts`, or fail with MountTimeout at their deadline; `wait_pending` sees them).
@@ -31,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services.common.errors import DeadlineExceeded, Internal
+from services.node.boundary import Place
 from services.node.fsstat import Usage, usage_of
 from services.node.mounter import Mounter, MountFailed, MountTimeout
 from services.node.mountinfo import GLUSTER_FSTYPE, Mount
@@ -92,6 +95,11 @@ class FakeMounter(Mounter):
             return list(self.table)
 
     async def mount_glusterfs(
+        self, source: str, target: Place, options: Sequence[str], log_file: str, seconds: float
+    ) -> Mount:
+        return await self._mount(source, target.path, options, log_file, seconds)
+
+    async def _mount(
         self, source: str, target: str, options: Sequence[str], log_file: str, seconds: float
     ) -> Mount:
         if not await asyncio.to_thread(_is_dir, target):
@@ -116,7 +124,10 @@ class FakeMounter(Mounter):
             )
         return mount
 
-    async def bind(self, source: str, target: str, readonly: bool, seconds: float) -> Mount:
+    async def bind(self, source: Place, target: Place, readonly: bool, seconds: float) -> Mount:
+        return await self._bind(source.path, target.path, readonly, seconds)
+
+    async def _bind(self, source: str, target: str, readonly: bool, seconds: float) -> Mount:
         for path in (source, target):
             if not await asyncio.to_thread(_is_dir, path):
                 raise Internal(f"bind-mount at {target} failed: {path} does not exist")
@@ -134,19 +145,8 @@ class FakeMounter(Mounter):
             self.table.append(mount)
         return mount
 
-    async def unmount(self, target: str, seconds: float) -> bool:
-        with self._lock:
-            gone = [m for m in self.table if m.mount_point == target]
-            self.table = [m for m in self.table if m.mount_point != target]
-            left = {m.device for m in self.table}
-            for device in {m.device for m in gone} - left:
-                # The last mount of a FUSE filesystem is gone: so is its client.
-                self.clients = [c for c in self.clients if c.device != device]
-                self._errors.pop(device, None)
-                hung = self._hung.pop(device, None)
-                if hung is not None:
-                    hung.set()
-        return bool(gone)
+    async def unmount(self, target: Place, seconds: float) -> bool:
+        return self.vanish(target.path)
 
     async def client_pids(self, mount_point: str) -> list[int]:
         return [c.pid for c in self.clients if c.mount_point == mount_point]
@@ -168,6 +168,21 @@ class FakeMounter(Mounter):
         return Usage(total, total - used, used, INODES, INODES - 1, 1)
 
     # ---- trouble on demand ------------------------------------------------------------------
+
+    def vanish(self, target: str) -> bool:
+        """Everything mounted at `target` is unmounted (by the node, or by someone else)."""
+        with self._lock:
+            gone = [m for m in self.table if m.mount_point == target]
+            self.table = [m for m in self.table if m.mount_point != target]
+            left = {m.device for m in self.table}
+            for device in {m.device for m in gone} - left:
+                # The last mount of a FUSE filesystem is gone: so is its client.
+                self.clients = [c for c in self.clients if c.device != device]
+                self._errors.pop(device, None)
+                hung = self._hung.pop(device, None)
+                if hung is not None:
+                    hung.set()
+        return bool(gone)
 
     def kill_client(self, path: str) -> None:
         """The gluster client of the mount at `path` dies: its mounts answer ENOTCONN."""

@@ -1,8 +1,8 @@
 """Teardown of a local cluster: what it did, and the machine-state helpers it needs.
 
-Unmounting goes through the node service's own `Mounter.unmount` (plain umount, then a lazy
-one; each with a deadline and a process-group kill), so the tooling cleans up exactly the way
-the driver does.
+Unmounting goes through the node service's own `Mounter.unmount` (a lazy umount through a
+descriptor of the place, resolved below the cluster's directory; each with a deadline and a
+process-group kill), so the tooling cleans up exactly the way the driver does.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from pathlib import Path
 
 from services.common.commands import CommandTimeout, run_command
 from services.node import mountinfo
+from services.node.boundary import Tree
 from services.node.mounter import SystemMounter
+from services.node.offloop import Lane
 
 UMOUNT_TIMEOUT = 15.0
 GLUSTER_TIMEOUT = 60.0
@@ -60,10 +62,12 @@ def mounts_under(base: Path) -> list[mountinfo.Mount]:
 async def unmount_all_under(base: Path, report: TeardownReport) -> None:
     """Unmount everything mounted in `base`, newest first, the way the node plugin does."""
     mounter = SystemMounter()
+    tree = Tree(str(base), Lane("teardown", 4), UMOUNT_TIMEOUT)
     for mount in mounts_under(base):
         try:
-            if await mounter.unmount(mount.mount_point, UMOUNT_TIMEOUT):
-                report.unmounted.append(mount.mount_point)
+            async with tree.place(mount.mount_point, "mount point") as place:
+                if await mounter.unmount(place, UMOUNT_TIMEOUT):
+                    report.unmounted.append(mount.mount_point)
         except Exception as exc:
             report.problems.append(f"unmounting {mount.mount_point}: {exc}")
     left = mounts_under(base)

@@ -3,17 +3,29 @@
 The node service and the repairer see mounts only through `Mounter` (mount, bind, unmount,
 the mount table, the gluster clients serving a mount, the usage of a mounted path), as
 csi-driver-nfs sees them through mount-utils' `Interface`; the unit tests use the in-memory
-fake in `devtools/fake_mounter.py`. `SystemMounter` runs mount and umount as asyncio
-subprocesses with deadlines (`services.common.commands.run_command`):
+fake in `devtools/fake_mounter.py`. Mount points are `boundary.Place`s: resolved below the
+kubelet root without following a link out, their parent directory held open.
 
+`SystemMounter` runs mount and umount as asyncio subprocesses with deadlines
+(`services.common.commands.run_command`), and acts on what was verified (`boundary`):
+
+- bind mounts and unmounts name their source and target as `/proc/<pid>/fd/<n>` of
+  descriptors opened from the verified places, with `-c` (no canonicalization), so they act
+  on those very directories and mounts, whatever the paths name by then. A read-only bind is
+  remounted read-only through a descriptor of the new mount, repeating the flags it inherited
+  (nosuid, nodev, ...), which a remount would otherwise clear. Unmounts are lazy: the
+  descriptor keeps the mount busy, and a lazy unmount never waits for a hung filesystem.
+- the glusterfs FUSE mount is made by the place's canonical path (`mount -c`), because the
+  client keeps its mount point as a path for its whole life, then verified through the held
+  parent: the new mount must be the one on top of the place. If it is not, every new mount
+  of that volume that no live client claims (ours, wherever a link swapped into the path sent
+  it) is unmounted through a descriptor checked against its mount id, and the call fails.
 - A glusterfs mount that overruns its deadline is not left to finish on its own (a lingering
   half-mount poisons later mounts): the mount helper's process group is killed, then the
   glusterfs client it daemonized (found by its mount point in /proc/*/cmdline), and whatever
-  half-made mount is left at the target is lazily unmounted.
+  half-made mount it left is unmounted the same way.
 - A failed mount raises an error carrying the tail of the gluster client log of this attempt,
   because the mount helper itself says little.
-- umount never waits for a broken or hung filesystem: it runs without path canonicalization
-  (no stat of the mount point) and falls back to a lazy unmount.
 """
 
 from __future__ import annotations
@@ -31,8 +43,10 @@ from services.common.commands import CommandTimeout, run_command
 from services.common.errors import DeadlineExceeded, Internal
 from services.common.logging import get_logger
 from services.node import mountinfo
+from services.node.boundary import Look, Place, close_look, open_look, run
 from services.node.fsstat import Usage, usage_of
-from services.node.mountinfo import Mount
+from services.node.mountinfo import GLUSTER_FSTYPE, Mount
+from services.node.mountopts import volume_of_source
 from services.node.offloop import Hung, Lane
 
 _log = get_logger("node.mounter")
@@ -44,6 +58,12 @@ CLEANUP_SECONDS = 10.0
 # Seconds allowed to a scan of /proc for gluster clients, and threads for such scans.
 PROC_SECONDS = 10.0
 MOUNTER_THREADS = 8
+# Per-mount flags a bind inherits that a remount must repeat (mountinfo field 6).
+_KEPT_FLAGS = frozenset(
+    {"nosuid", "nodev", "noexec", "noatime", "nodiratime", "relatime", "nosymfollow"}
+)
+# Most mounts stacked at one place that an unmount takes down.
+MAX_STACK = 16
 
 
 class MountFailed(Internal):
@@ -59,25 +79,25 @@ class UnmountFailed(Internal):
 
 
 class Mounter(Protocol):
-    """What the node needs of the machine's mounts. Paths must already be validated."""
+    """What the node needs of the machine's mounts. Mount points are verified places."""
 
     def mounts(self) -> list[Mount]:
         """The mount table, in mount order (never touches a mounted filesystem)."""
         ...
 
     async def mount_glusterfs(
-        self, source: str, target: str, options: Sequence[str], log_file: str, seconds: float
+        self, source: str, target: Place, options: Sequence[str], log_file: str, seconds: float
     ) -> Mount:
         """FUSE-mount gluster `source` (host:volume) at `target`; return its entry.
         Raises MountFailed or MountTimeout, leaving nothing of the attempt mounted."""
         ...
 
-    async def bind(self, source: str, target: str, readonly: bool, seconds: float) -> Mount:
-        """Bind-mount `source` at `target` (read-only if asked); return its entry.
-        On failure nothing is left mounted at `target`."""
+    async def bind(self, source: Place, target: Place, readonly: bool, seconds: float) -> Mount:
+        """Bind-mount what is mounted at `source` at `target` (read-only if asked); return
+        its entry. On failure nothing of the attempt is left mounted."""
         ...
 
-    async def unmount(self, target: str, seconds: float) -> bool:
+    async def unmount(self, target: Place, seconds: float) -> bool:
         """Unmount everything stacked at `target`, broken and hung mounts included; return
         whether anything was mounted. Raises UnmountFailed if something is still there."""
         ...
@@ -177,119 +197,245 @@ class SystemMounter(Mounter):
         return usage_of(path)
 
     async def mount_glusterfs(
-        self, source: str, target: str, options: Sequence[str], log_file: str, seconds: float
+        self, source: str, target: Place, options: Sequence[str], log_file: str, seconds: float
     ) -> Mount:
         """FUSE-mount gluster `source` (host:volume) at `target`; return its mountinfo entry."""
         since = await asyncio.to_thread(log_offset, log_file)
-        before = mountinfo.count_at(self.mounts(), target)
-        argv = [self.mount_bin, "-t", "glusterfs"]
+        before = _ids(self.mounts())
+        argv = [self.mount_bin, "-c", "-t", "glusterfs"]
         if options:
             argv += ["-o", ",".join(options)]
-        argv += [source, target]
+        argv += [source, target.path]
         try:
             result = await run_command(argv, seconds)
         except CommandTimeout:
-            await self._clean_up_failed_mount(target, before)
+            await self._undo_mount(source, target, before)
             tail = await asyncio.to_thread(log_tail, log_file, since)
             raise MountTimeout(
-                f"mounting {source} at {target} did not finish within {seconds:g} s; the "
+                f"mounting {source} at {target.path} did not finish within {seconds:g} s; the "
                 "mount and its gluster client were killed" + _with_log(tail, log_file)
             ) from None
         except asyncio.CancelledError:
-            await asyncio.shield(self._clean_up_failed_mount(target, before))
+            await asyncio.shield(self._undo_mount(source, target, before))
             raise
-        mounted = mountinfo.mount_at(self.mounts(), target)
-        if result.returncode != 0 or mounted is None or mounted.fstype != mountinfo.GLUSTER_FSTYPE:
-            await self._clean_up_failed_mount(target, before)
-            tail = await asyncio.to_thread(log_tail, log_file, since)
-            said = result.output or f"exit status {result.returncode}"
+        try:
+            mounted = await self._new_on_top(target, before)
+        except BaseException:
+            await asyncio.shield(self._undo_mount(source, target, before))
+            raise
+        if result.returncode == 0 and mounted is not None and mounted.fstype == GLUSTER_FSTYPE:
+            return mounted
+        elsewhere = await self._undo_mount(source, target, before)
+        if result.returncode == 0 and elsewhere:
             raise MountFailed(
-                f"mounting {source} at {target} failed: {said}" + _with_log(tail, log_file)
+                f"mounting {source} at {target.path} failed: the mount appeared at "
+                f"{', '.join(elsewhere)} instead (a component of the path was replaced "
+                "meanwhile); it was unmounted"
             )
+        tail = await asyncio.to_thread(log_tail, log_file, since)
+        said = result.output or f"exit status {result.returncode}"
+        raise MountFailed(
+            f"mounting {source} at {target.path} failed: {said}" + _with_log(tail, log_file)
+        )
+
+    async def _new_on_top(self, place: Place, before: set[_Seen]) -> Mount | None:
+        """The mount on top of `place` if it is a new one (not in `before`)."""
+        async with place.look() as top:
+            if top is None:
+                return None
+            mounted = _by_id(self.mounts(), top.mount_id)
+        if mounted is None or _seen(mounted) in before or mounted.mount_point != place.path:
+            return None
         return mounted
 
-    async def _clean_up_failed_mount(self, target: str, before: int) -> None:
-        """Kill the gluster client of `target` and lazily unmount what it left behind."""
-        try:
-            pids = await self.client_pids(target)
-        except Hung as exc:
-            _log.warning("cannot find the gluster client of a failed mount", error=str(exc))
-            pids = []
-        for pid in pids:
-            _log.warning("killing gluster client of a failed mount", pid=pid, target=target)
+    async def _undo_mount(self, source: str, target: Place, before: set[_Seen]) -> list[str]:
+        """Kill the gluster client of a failed mount at `target` and unmount every new mount
+        of its volume that no live client claims; return the mount points of those that
+        were not at `target` (sent elsewhere by a link)."""
+        for pid in await self._clients_or_none(target.path):
+            _log.warning("killing gluster client of a failed mount", pid=pid, target=target.path)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-        for _ in range(8):
-            if mountinfo.count_at(self.mounts(), target) <= before:
-                break
-            await self._umount_once(target, lazy=True)
-
-    async def bind(self, source: str, target: str, readonly: bool, seconds: float) -> Mount:
-        """Bind-mount `source` at `target`, then make it read-only if asked (a bind ignores
-        `ro` until remounted). On failure nothing is left mounted at `target`."""
-        before = mountinfo.count_at(self.mounts(), target)
-        await self._checked([self.mount_bin, "--bind", source, target], seconds, "bind-mount")
-        try:
-            if readonly:
-                await self._checked(
-                    [self.mount_bin, "-o", "remount,bind,ro", target], seconds, "remount read-only"
+        volume = volume_of_source(source)
+        elsewhere = []
+        for mount in reversed(self.mounts()):
+            if (
+                _seen(mount) in before
+                or mount.fstype != GLUSTER_FSTYPE
+                or volume_of_source(mount.source) != volume
+                or await self._clients_or_none(mount.mount_point)
+            ):
+                continue
+            if mount.mount_point == target.path:
+                await self._detach_at(target, {mount.mount_id})
+            else:
+                _log.error(
+                    "a mount went elsewhere than its verified place; unmounting it",
+                    target=target.path,
+                    mount_point=mount.mount_point,
                 )
-            mounted = mountinfo.mount_at(self.mounts(), target)
+                elsewhere.append(mount.mount_point)
+                await self._detach(mount)
+        return elsewhere
+
+    async def _clients_or_none(self, mount_point: str) -> list[int]:
+        try:
+            return await self.client_pids(mount_point)
+        except Hung as exc:
+            _log.warning("cannot find the gluster clients of a mount", error=str(exc))
+            return []
+
+    async def bind(self, source: Place, target: Place, readonly: bool, seconds: float) -> Mount:
+        """Bind-mount what is mounted at `source` at `target`, through descriptors of both;
+        then make it read-only if asked (a bind ignores `ro` until remounted). On failure
+        nothing of the attempt is left mounted."""
+        before = _ids(self.mounts())
+        async with source.look() as src, target.look() as dst:
+            stage = _by_id(self.mounts(), src.mount_id) if src is not None else None
+            if src is None or stage is None or stage.mount_point != source.path:
+                raise Internal(
+                    f"bind-mount at {target.path} failed: nothing is mounted at {source.path}"
+                )
+            if dst is None:
+                raise Internal(f"bind-mount at {target.path} failed: it does not exist")
+            await self._checked(
+                [self.mount_bin, "-c", "--bind", src.proc_path, dst.proc_path],
+                seconds, "bind-mount", target.path,
+            )  # fmt: skip
+            where = _path_of(dst)
+        try:
+            new = _newest_at(self.mounts(), where, before)
+            if new is None:
+                raise Internal(f"bind mount of {source.path} does not show at {target.path}")
+            if where != target.path:
+                raise Internal(
+                    f"bind-mount at {target.path} failed: the directory was moved to {where} "
+                    "meanwhile; the bind was unmounted"
+                )
+            if readonly:
+                await self._remount_readonly(target, new, seconds)
+            mounted = _by_id(self.mounts(), new.mount_id)
             if mounted is None:
-                raise Internal(f"bind mount of {source} does not show at {target}")
+                raise Internal(f"bind mount of {source.path} at {target.path} is gone")
             if readonly and not mounted.readonly:
-                raise Internal(f"{target} is still writable after remounting it read-only")
+                raise Internal(f"{target.path} is still writable after remounting it read-only")
             return mounted
         except BaseException:
-            while mountinfo.count_at(self.mounts(), target) > before:
-                await self._umount_once(target, lazy=True)
+            for mount in reversed(self.mounts()):
+                if _seen(mount) not in before and mount.mount_point in (where, target.path):
+                    await asyncio.shield(self._detach(mount))
             raise
 
-    async def _checked(self, argv: list[str], seconds: float, what: str) -> None:
+    async def _remount_readonly(self, target: Place, new: Mount, seconds: float) -> None:
+        async with target.look() as top:
+            if top is None or top.mount_id != new.mount_id:
+                raise Internal(f"bind mount at {target.path} is not on top of it any more")
+            flags = ["remount", "bind", "ro", *(o for o in new.options if o in _KEPT_FLAGS)]
+            await self._checked(
+                [self.mount_bin, "-c", "-o", ",".join(flags), top.proc_path],
+                seconds, "remount read-only", target.path,
+            )  # fmt: skip
+
+    async def _checked(self, argv: list[str], seconds: float, what: str, where: str) -> None:
         try:
             result = await run_command(argv, seconds)
         except CommandTimeout:
             raise DeadlineExceeded(
-                f"{what} at {argv[-1]} did not finish within {seconds:g} s"
+                f"{what} at {where} did not finish within {seconds:g} s"
             ) from None
         if result.returncode != 0:
-            raise Internal(f"{what} at {argv[-1]} failed: {result.output or result.returncode}")
+            raise Internal(f"{what} at {where} failed: {result.output or result.returncode}")
 
-    async def unmount(self, target: str, seconds: float) -> bool:
-        """Unmount everything stacked at `target`, broken mounts included.
-
-        Plain umount first, a lazy one when that fails or hangs. Returns whether anything was
-        mounted. Raises UnmountFailed if a mount is still there afterwards.
-        """
-        had = mountinfo.count_at(self.mounts(), target)
-        if had == 0:
+    async def unmount(self, target: Place, seconds: float) -> bool:
+        """Unmount everything stacked at `target`, broken and hung mounts included, each
+        through a descriptor of it. Returns whether anything was mounted. Raises
+        UnmountFailed if a mount is still there afterwards."""
+        if mountinfo.count_at(self.mounts(), target.path) == 0:
             return False
-        for _ in range(had + 4):
-            count = mountinfo.count_at(self.mounts(), target)
-            if count == 0:
-                return True
-            ok = await self._umount_once(target, lazy=False, seconds=seconds)
-            if not ok or mountinfo.count_at(self.mounts(), target) >= count:
-                await self._umount_once(target, lazy=True, seconds=seconds)
-        if mountinfo.count_at(self.mounts(), target):
-            raise UnmountFailed(f"{target} is still mounted after unmounting it lazily")
+        await self._detach_at(target, None, seconds)
+        if mountinfo.count_at(self.mounts(), target.path):
+            raise UnmountFailed(f"{target.path} is still mounted after unmounting it lazily")
         return True
 
-    async def _umount_once(self, target: str, lazy: bool, seconds: float = CLEANUP_SECONDS) -> bool:
-        # -c (no canonicalization): umount must not stat a path on a dead or hung mount.
-        argv = [self.umount_bin, "-c"]
-        if lazy:
-            argv.append("-l")
-        argv.append(target)
+    async def _detach_at(
+        self, place: Place, only: set[int] | None, seconds: float = CLEANUP_SECONDS
+    ) -> None:
+        """Lazily unmount the mounts on top of `place` (only those in `only`, if given)."""
+        for _ in range(MAX_STACK):
+            async with place.look() as top:
+                mounted = _by_id(self.mounts(), top.mount_id) if top is not None else None
+                if (
+                    top is None
+                    or mounted is None
+                    or mounted.mount_point != place.path
+                    or (only is not None and mounted.mount_id not in only)
+                ):
+                    return
+                await self._umount_lazy(top, place.path, seconds)
+            if _seen(mounted) in _ids(self.mounts()):
+                return  # umount said why (logged); the caller checks what is left
+
+    async def _detach(self, mount: Mount) -> None:
+        """Lazily unmount `mount` (outside any verified place) through a descriptor, after
+        checking that the descriptor holds that very mount."""
         try:
-            result = await run_command(argv, seconds)
+            look = await run(
+                self.lane, f"look {mount.mount_point}",
+                functools.partial(open_look, mount.mount_point), CLEANUP_SECONDS, close_look,
+            )  # fmt: skip
+        except (OSError, DeadlineExceeded) as exc:
+            _log.error("cannot open a mount to unmount it", mount_point=mount.mount_point,
+                       error=str(exc))  # fmt: skip
+            return
+        try:
+            if look.mount_id != mount.mount_id:
+                _log.error("the mount to unmount is not at its place any more; left alone",
+                           mount_point=mount.mount_point)  # fmt: skip
+                return
+            await self._umount_lazy(look, mount.mount_point, CLEANUP_SECONDS)
+        finally:
+            close_look(look)
+
+    async def _umount_lazy(self, top: Look, where: str, seconds: float) -> bool:
+        # -c: no canonicalization; -l: lazy (our descriptor keeps the mount busy, and a lazy
+        # unmount does not wait for a hung filesystem).
+        try:
+            result = await run_command([self.umount_bin, "-c", "-l", top.proc_path], seconds)
         except CommandTimeout:
-            _log.warning("umount timed out", target=target, lazy=lazy)
+            _log.warning("umount timed out", target=where)
             return False
         if result.returncode != 0:
-            _log.info("umount failed", target=target, lazy=lazy, output=result.output)
+            _log.info("umount failed", target=where, output=result.output)
             return False
         return True
+
+
+# What tells a mount from any earlier one: mount ids are recycled as soon as a mount goes
+# (and other mounts come and go concurrently), so an id alone does not say "new".
+_Seen = tuple[int, int, int, str]
+
+
+def _seen(mount: Mount) -> _Seen:
+    return (mount.mount_id, mount.major, mount.minor, mount.mount_point)
+
+
+def _ids(mounts: list[Mount]) -> set[_Seen]:
+    return {_seen(mount) for mount in mounts}
+
+
+def _by_id(mounts: list[Mount], mount_id: int) -> Mount | None:
+    return next((mount for mount in mounts if mount.mount_id == mount_id), None)
+
+
+def _newest_at(mounts: list[Mount], path: str, before: set[_Seen]) -> Mount | None:
+    new = [m for m in mounts if m.mount_point == path and _seen(m) not in before]
+    return new[-1] if new else None
+
+
+def _path_of(look: Look) -> str:
+    """Where the directory a descriptor holds is now (the kernel's path of it; procfs of
+    this process only)."""
+    return os.readlink(f"/proc/self/fd/{look.fd}")
 
 
 def _with_log(tail: str, log_file: str) -> str:

@@ -1,8 +1,9 @@
-"""Validation of the staging and target paths kubelet sends.
+"""Lexical validation of the staging and target paths kubelet sends.
 
 A path is accepted only when it is absolute, already normalized (no `.`/`..` parts, no
 doubled or trailing slash) and lies strictly below the configured kubelet root. Anything
-else is INVALID_ARGUMENT: the node never mounts, unmounts or removes outside kubelet's tree.
+else is INVALID_ARGUMENT. This says nothing about where the path leads through symbolic
+links: `boundary` resolves it, component by component, before anything is done there.
 """
 
 from __future__ import annotations

@@ -25,16 +25,17 @@ import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from services.common.errors import DriverError
+from services.common.errors import DriverError, FailedPrecondition
 from services.common.keyed_operations import KeyedOperations
 from services.common.logging import get_logger
 from services.node import mountinfo
+from services.node.boundary import Tree
 from services.node.fsstat import FsProbe, PathMissing
 from services.node.metrics import REPAIRS
 from services.node.mounter import Mounter
 from services.node.mountinfo import GLUSTER_FSTYPE, Mount
 from services.node.mountopts import volume_of_source
-from services.node.offloop import Hung
+from services.node.offloop import Hung, Lane
 from services.node.state import StageRecord, StateStore
 
 _log = get_logger("node.repair")
@@ -42,6 +43,8 @@ _log = get_logger("node.repair")
 # What a FUSE mount answers once its client process is gone: ENOTCONN, or ECONNABORTED for
 # a request caught by the abort of the connection (both seen here after `kill -9`).
 CLIENT_GONE_ERRNOS = frozenset({errno.ENOTCONN, errno.ECONNABORTED})
+# Threads of the lane that resolves the paths of the mounts it repairs.
+REPAIR_THREADS = 8
 
 
 def volume_key(volume_id: str) -> str:
@@ -69,6 +72,7 @@ class Repairer:
         locks: KeyedOperations,
         kubelet_root: str,
         mount_timeout: float,
+        tree: Tree | None = None,
     ) -> None:
         self.mounter = mounter
         self.store = store
@@ -76,6 +80,7 @@ class Repairer:
         self.locks = locks
         self.kubelet_root = kubelet_root
         self.mount_timeout = mount_timeout
+        self.tree = tree or Tree(kubelet_root, Lane("repair-paths", REPAIR_THREADS), probe.seconds)
 
     async def repair_all(self) -> list[RepairResult]:
         """One pass over all recorded staging paths; busy volumes are left for the next."""
@@ -188,14 +193,13 @@ class Repairer:
         return RepairResult(record.staging_path, True, rebound, skipped)
 
     async def remount_stage(self, record: StageRecord) -> Mount:
-        await self.mounter.unmount(record.staging_path, self.mount_timeout)
-        return await self.mounter.mount_glusterfs(
-            record.source,
-            record.staging_path,
-            record.options,
-            record.log_file,
-            self.mount_timeout,
-        )
+        async with self.tree.place(record.staging_path, "staging path") as place:
+            if not place.exists:
+                raise FailedPrecondition(f"staging path {place.path} is gone")
+            await self.mounter.unmount(place, self.mount_timeout)
+            return await self.mounter.mount_glusterfs(
+                record.source, place, record.options, record.log_file, self.mount_timeout
+            )
 
     def _targets_of(
         self, mounts: list[Mount], record: StageRecord, stage: Mount | None
@@ -247,8 +251,14 @@ class Repairer:
         return tuple(rebound), tuple(skipped)
 
     async def _rebind_one(self, record: StageRecord, target: str, readonly: bool) -> None:
-        await self.mounter.unmount(target, self.mount_timeout)
-        await self.mounter.bind(record.staging_path, target, readonly, self.mount_timeout)
+        async with (
+            self.tree.place(record.staging_path, "staging path") as staged,
+            self.tree.place(target, "publish target") as place,
+        ):
+            if not place.exists:
+                raise FailedPrecondition(f"publish target {place.path} is gone")
+            await self.mounter.unmount(place, self.mount_timeout)
+            await self.mounter.bind(staged, place, readonly, self.mount_timeout)
         await self.store.add_target(record.staging_path, target, readonly)
 
     async def _with_path_lock(self, path: str, work: Callable[[], Awaitable[None]]) -> bool:

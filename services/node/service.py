@@ -9,7 +9,6 @@ its retry answers ABORTED until the work finished, then finds the finished mount
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
 import os
 import re
@@ -31,10 +30,12 @@ from services.common.proto import csi_pb2
 from services.common.rpc import RpcContext
 from services.common.validation import require
 from services.node import mountinfo, mountopts, paths
+from services.node.boundary import ParentMissing, Place, Tree
 from services.node.fsstat import FsProbe, PathMissing, Probe
 from services.node.mounter import Mounter
 from services.node.mountinfo import GLUSTER_FSTYPE, Mount
 from services.node.mountopts import GlusterMount, volume_of_source
+from services.node.offloop import Lane
 from services.node.repair import Repairer, path_key, volume_key
 from services.node.state import StageRecord, StateStore
 
@@ -68,6 +69,10 @@ def check_volume_id(value: str) -> str:
             "starting with a letter or digit)"
         )
     return value
+
+
+# Threads of the lane that resolves, creates and removes staging and target directories.
+PATH_THREADS = 32
 
 
 @dataclass(frozen=True)
@@ -131,28 +136,6 @@ def _make_dirs(path: str) -> None:
     os.makedirs(path, exist_ok=True)
 
 
-def _make_target_dir(path: str) -> None:
-    try:
-        os.mkdir(path, 0o750)
-    except FileExistsError:
-        if not os.path.isdir(path):
-            raise FailedPrecondition(f"{path} exists and is not a directory") from None
-
-
-def _remove_empty_dir(path: str) -> None:
-    """rmdir only: never removes a file or a directory with something in it."""
-    try:
-        os.rmdir(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    except OSError as exc:
-        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-            raise FailedPrecondition(
-                f"{path} is not empty after unmounting it; refusing to delete files in it"
-            ) from None
-        raise
-
-
 class NodeService:
     """CSI Node RPCs. Construct with `NodeService.create(config)` or inject the parts."""
 
@@ -164,6 +147,7 @@ class NodeService:
         probe: FsProbe,
         locks: KeyedOperations,
         repairer: Repairer,
+        tree: Tree | None = None,
     ) -> None:
         self.config = config
         self.mounter = mounter
@@ -171,6 +155,9 @@ class NodeService:
         self.probe = probe
         self.locks = locks
         self.repairer = repairer
+        self.tree = tree or Tree(
+            config.kubelet_root, Lane("paths", PATH_THREADS), config.stats_timeout
+        )
 
     # ---- helpers -------------------------------------------------------------------------
 
@@ -203,6 +190,13 @@ class NodeService:
             log_level=self.config.gluster_log_level,
         )
 
+    async def _unmount_after_failure(self, place: Place) -> None:
+        """Take down what a failed stage or publish mounted (its own error is the answer)."""
+        try:
+            await self.mounter.unmount(place, self.config.mount_timeout)
+        except Exception as exc:  # the RPC's own error is what the caller must see
+            _log.error("cannot unmount after a failed operation", path=place.path, error=str(exc))
+
     # ---- stage ---------------------------------------------------------------------------
 
     async def NodeStageVolume(
@@ -223,49 +217,56 @@ class NodeService:
         return csi_pb2.NodeStageVolumeResponse()
 
     async def _stage(
-        self, volume_id: str, staging: str, plan: GlusterMount, ctx: RpcContext
+        self, volume_id: str, requested: str, plan: GlusterMount, ctx: RpcContext
     ) -> None:
-        existing = mountinfo.mount_at(self.mounter.mounts(), staging)
-        previous = self.store.get(staging)
-        if (
-            previous is not None
-            and previous.volume_id != volume_id
-            and (existing is not None or previous.targets)
-        ):
-            raise AlreadyExists(
-                f"{staging} is staged for volume {previous.volume_id}; cannot stage volume "
-                f"{volume_id} there"
+        field = "staging_target_path"
+        async with self.tree.place(requested, field, make_parents=True) as place:
+            staging = paths.validate_for_helper(place.path, field)
+            existing = mountinfo.mount_at(self.mounter.mounts(), staging)
+            previous = self.store.get(staging)
+            if (
+                previous is not None
+                and previous.volume_id != volume_id
+                and (existing is not None or previous.targets)
+            ):
+                raise AlreadyExists(
+                    f"{staging} is staged for volume {previous.volume_id}; cannot stage "
+                    f"volume {volume_id} there"
+                )
+            record = StageRecord(
+                volume_id=volume_id,
+                staging_path=staging,
+                source=plan.source,
+                options=plan.options,
+                log_file=self.log_file_for(plan.volume, staging),
+                targets=dict(previous.targets)
+                if previous and previous.volume_id == volume_id
+                else {},
             )
-        record = StageRecord(
-            volume_id=volume_id,
-            staging_path=staging,
-            source=plan.source,
-            options=plan.options,
-            log_file=self.log_file_for(plan.volume, staging),
-            targets=dict(previous.targets) if previous and previous.volume_id == volume_id else {},
-        )
-        if existing is not None:
-            await self._already_staged(existing, record, plan, ctx)
-            return
-        await asyncio.to_thread(_make_dirs, staging)
-        await asyncio.to_thread(_make_dirs, self.config.gluster_log_dir)
-        # Record first: a crash right after the mount must still leave it repairable.
-        await self.store.put(record)
-        try:
-            await self.mounter.mount_glusterfs(
-                plan.source, staging, plan.options, record.log_file, self.config.mount_timeout
-            )
-        except BaseException:
-            if previous is not None:
-                await self.store.put(previous)
-            else:
-                await self.store.delete(staging)
-            raise
-        ctx.log.info("staged", source=plan.source, staging_path=staging)
-        if record.targets:
-            # Targets recorded from an earlier mount of this path (e.g. a repair that could
-            # not re-mount): bind them to the new mount.
-            await self.repairer.repair(record)
+            if existing is not None:
+                await self._already_staged(existing, record, plan, ctx)
+                return
+            await self.tree.mkdir(place, field)
+            await asyncio.to_thread(_make_dirs, self.config.gluster_log_dir)  # local disk
+            # Record first: a crash right after the mount must still leave it repairable.
+            await self.store.put(record)
+            try:
+                await self.mounter.mount_glusterfs(
+                    plan.source, place, plan.options, record.log_file, self.config.mount_timeout
+                )
+                ctx.log.info("staged", source=plan.source, staging_path=staging)
+                if record.targets:
+                    # Targets recorded from an earlier mount of this path (e.g. a repair that
+                    # could not re-mount): bind them to the new mount.
+                    await self.repairer.repair(record)
+            except BaseException:
+                # Never leave a mount behind a failed stage: kubelet will not unstage it.
+                await self._unmount_after_failure(place)
+                if previous is not None:
+                    await self.store.put(previous)
+                else:
+                    await self.store.delete(staging)
+                raise
 
     async def _already_staged(
         self, existing: Mount, record: StageRecord, plan: GlusterMount, ctx: RpcContext
@@ -296,9 +297,13 @@ class NodeService:
         staging = self._path(request.staging_target_path, "staging_target_path")
 
         async def unstage() -> None:
-            if await self.mounter.unmount(staging, self.config.mount_timeout):
-                ctx.log.info("unstaged", staging_path=staging)
-            await self.store.delete(staging)
+            try:
+                async with self.tree.place(staging, "staging_target_path") as place:
+                    if await self.mounter.unmount(place, self.config.mount_timeout):
+                        ctx.log.info("unstaged", staging_path=place.path)
+                    await self.store.delete(place.path)
+            except ParentMissing:  # nothing there: unstaged already
+                await self.store.delete(staging)
 
         await self._locked((volume_key(volume_id), path_key(staging)), unstage)
         return csi_pb2.NodeUnstageVolumeResponse()
@@ -328,36 +333,58 @@ class NodeService:
         return csi_pb2.NodePublishVolumeResponse()
 
     async def _publish(
-        self, volume_id: str, staging: str, target: str, readonly: bool, ctx: RpcContext
+        self, volume_id: str, staging_path: str, target_path: str, readonly: bool, ctx: RpcContext
     ) -> None:
+        try:
+            async with self.tree.place(staging_path, "staging_target_path") as staged:
+                try:
+                    async with self.tree.place(target_path, "target_path") as target:
+                        await self._publish_at(volume_id, staged, target, readonly, ctx)
+                except ParentMissing as exc:  # kubelet makes the target's parent
+                    raise FailedPrecondition(exc.message) from None
+        except ParentMissing:
+            raise FailedPrecondition(
+                f"volume {volume_id} is not staged at {staging_path}"
+            ) from None
+
+    async def _publish_at(
+        self, volume_id: str, staged: Place, target: Place, readonly: bool, ctx: RpcContext
+    ) -> None:
+        if target.path == staged.path:
+            raise InvalidArgument("target_path and staging_target_path are the same directory")
         mounts = self.mounter.mounts()
-        stage = mountinfo.mount_at(mounts, staging)
+        stage = mountinfo.mount_at(mounts, staged.path)
         if stage is None or stage.fstype != GLUSTER_FSTYPE:
-            raise FailedPrecondition(f"volume {volume_id} is not staged at {staging}")
-        existing = mountinfo.mount_at(mounts, target)
+            raise FailedPrecondition(f"volume {volume_id} is not staged at {staged.path}")
+        existing = mountinfo.mount_at(mounts, target.path)
         if existing is not None:
             if existing.same_origin(stage):
                 if existing.readonly != readonly:
                     raise AlreadyExists(
-                        f"{target} is already published "
+                        f"{target.path} is already published "
                         f"{'read-only' if existing.readonly else 'read-write'}"
                     )
-                await self._remember_target(volume_id, staging, stage, target, readonly)
-                ctx.log.info("already published", target_path=target)
+                await self._remember_target(volume_id, staged.path, stage, target.path, readonly)
+                ctx.log.info("already published", target_path=target.path)
                 return
             same_volume = existing.fstype == GLUSTER_FSTYPE and volume_of_source(
                 existing.source
             ) == volume_of_source(stage.source)
             if not same_volume:
                 raise AlreadyExists(
-                    f"{target} already has {existing.fstype} {existing.source} mounted"
+                    f"{target.path} already has {existing.fstype} {existing.source} mounted"
                 )
             # A bind of an earlier mount of this volume (the stage was re-mounted): re-bind.
             await self.mounter.unmount(target, self.config.mount_timeout)
-        await asyncio.to_thread(_make_target_dir, target)
-        await self.mounter.bind(staging, target, readonly, self.config.mount_timeout)
-        await self._remember_target(volume_id, staging, stage, target, readonly)
-        ctx.log.info("published", target_path=target, readonly=readonly)
+        await self.tree.mkdir(target, "target_path")
+        await self.mounter.bind(staged, target, readonly, self.config.mount_timeout)
+        try:
+            await self._remember_target(volume_id, staged.path, stage, target.path, readonly)
+        except BaseException:
+            # Never leave a mount behind a failed publish: kubelet will not unpublish it.
+            await self._unmount_after_failure(target)
+            raise
+        ctx.log.info("published", target_path=target.path, readonly=readonly)
 
     async def _remember_target(
         self, volume_id: str, staging: str, stage: Mount, target: str, readonly: bool
@@ -385,10 +412,14 @@ class NodeService:
         target = self._path(request.target_path, "target_path")
 
         async def unpublish() -> None:
-            if await self.mounter.unmount(target, self.config.mount_timeout):
-                ctx.log.info("unpublished", target_path=target)
-            await asyncio.to_thread(_remove_empty_dir, target)
-            await self.store.remove_target(target)
+            try:
+                async with self.tree.place(target, "target_path") as place:
+                    if await self.mounter.unmount(place, self.config.mount_timeout):
+                        ctx.log.info("unpublished", target_path=place.path)
+                    await self.tree.rmdir(place, "target_path")
+                    await self.store.remove_target(place.path)
+            except ParentMissing:  # nothing there: unpublished already
+                await self.store.remove_target(target)
 
         await self._locked((path_key(target),), unpublish)
         return csi_pb2.NodeUnpublishVolumeResponse()

@@ -31,7 +31,9 @@ from devtools.localcluster.processes import HEKETI_CSI, ManagedProcess, wait_rea
 from services.common.identity import plugin_capabilities
 from services.common.proto import csi_grpc, csi_pb2
 from services.node import mountinfo
+from services.node.boundary import Tree
 from services.node.mounter import gluster_clients_of
+from services.node.offloop import Lane
 
 pytestmark = pytest.mark.gluster
 
@@ -370,29 +372,35 @@ async def test_hung_mount_stats_answer_promptly(node: Node, tmp_path: Path) -> N
     target = node.target("pod-hung", "pv")
     os.makedirs(target)
     mounter = SystemMounter()
-    hung = asyncio.create_task(
-        mounter.mount_glusterfs(
-            f"{glusterd.hostname()}:nothing", target,
-            [f"server-port={port}", f"log-file={tmp_path}/hung.log"], f"{tmp_path}/hung.log", 20,
-        )
-    )  # fmt: skip
-    try:
-        assert await wait_for(lambda: mountinfo.mount_at(mountinfo.read(), target) is not None, 10)
-        for _ in range(3):  # kubelet polls again: each answer is prompt
-            started = time.monotonic()
-            stats = await node.stats("x", target)
-            assert time.monotonic() - started < STATS_TIMEOUT + 1
-            assert stats.volume_condition.abnormal
-            assert "did not answer" in stats.volume_condition.message
-        # Unpublish works on the hung mount and removes the directory.
-        await node.unpublish("x", target)
-        assert mountinfo.mount_at(mountinfo.read(), target) is None
-        assert not Path(target).exists()
-    finally:
-        hung.cancel()
-        with pytest.raises((asyncio.CancelledError, MountTimeout)):
-            await hung
-        silent.close()
+    tree = Tree(str(node.root), Lane("test", 2), 10)
+    # The place stays open while the mount task may still use it.
+    async with tree.place(target, "target") as place:
+        hung = asyncio.create_task(
+            mounter.mount_glusterfs(
+                f"{glusterd.hostname()}:nothing", place,
+                [f"server-port={port}", f"log-file={tmp_path}/hung.log"], f"{tmp_path}/hung.log",
+                20,
+            )
+        )  # fmt: skip
+        try:
+            assert await wait_for(
+                lambda: mountinfo.mount_at(mountinfo.read(), target) is not None, 10
+            )
+            for _ in range(3):  # kubelet polls again: each answer is prompt
+                started = time.monotonic()
+                stats = await node.stats("x", target)
+                assert time.monotonic() - started < STATS_TIMEOUT + 1
+                assert stats.volume_condition.abnormal
+                assert "did not answer" in stats.volume_condition.message
+            # Unpublish works on the hung mount and removes the directory.
+            await node.unpublish("x", target)
+            assert mountinfo.mount_at(mountinfo.read(), target) is None
+            assert not Path(target).exists()
+        finally:
+            hung.cancel()
+            with pytest.raises((asyncio.CancelledError, MountTimeout)):
+                await hung
+            silent.close()
 
 
 async def test_a_stopped_gluster_client_does_not_starve_the_node(node: Node) -> None:
@@ -462,13 +470,15 @@ async def test_mount_timeout_kills_the_client_and_leaves_nothing_mounted(tmp_pat
     target = tmp_path / "kubelet" / "hang"
     target.mkdir(parents=True)
     log = tmp_path / "hang.log"
+    tree = Tree(str(tmp_path / "kubelet"), Lane("test", 2), 10)
     try:
         started = time.monotonic()
         with pytest.raises(MountTimeout) as exc:
-            await SystemMounter().mount_glusterfs(
-                f"{glusterd.hostname()}:nothing", str(target),
-                [f"server-port={port}", f"log-file={log}"], str(log), 2,
-            )  # fmt: skip
+            async with tree.place(str(target), "target") as place:
+                await SystemMounter().mount_glusterfs(
+                    f"{glusterd.hostname()}:nothing", place,
+                    [f"server-port={port}", f"log-file={log}"], str(log), 2,
+                )  # fmt: skip
         assert time.monotonic() - started < 8
         assert "gluster client" in exc.value.message
         assert mountinfo.mount_at(mountinfo.read(), str(target)) is None

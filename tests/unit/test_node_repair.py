@@ -76,7 +76,7 @@ async def test_targets_of_a_stage_that_is_gone_are_mounted_again(root, fake):
     service = make(root, fake)
     staging, rw, ro = await staged_and_published(service, root)
     old = kill_stage_client(fake, staging)
-    await fake.unmount(staging, 5)  # e.g. a container restart took the staging mount with it
+    fake.vanish(staging)  # e.g. a container restart took the staging mount with it
 
     [result] = await service.repairer.repair_all()
 
@@ -99,7 +99,7 @@ async def test_a_stage_that_holds_another_volume_is_not_touched(root, fake):
     service = make(root, fake)
     staging, rw, ro = await staged_and_published(service, root)
     for path in (rw, ro, staging):
-        await fake.unmount(path, 5)
+        fake.vanish(path)
     fake.add_mount("fuse.glusterfs", "h1:other", staging)
     fake.kill_client(staging)
     before = fake.mounts()

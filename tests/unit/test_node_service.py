@@ -443,7 +443,7 @@ async def test_restaging_a_staged_path_under_another_volume_id_is_already_exists
     # A record of another volume whose mount is gone but whose targets are still recorded
     # keeps its path too: those targets belong to it.
     await publish(service, root, target_path(root, "p"))
-    await fake.unmount(staging, 5)
+    fake.vanish(staging)
     with pytest.raises(AlreadyExists, match="vol-id-1"):
         await service.NodeStageVolume(stage_request(root, volume_id="vol-id-2"), Ctx())
     record = service.store.get(staging)
