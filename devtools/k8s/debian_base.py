@@ -246,6 +246,9 @@ def debootstrap(dest_tar: Path, sources: list[AptSource], suite: str = SUITE) ->
             check=True,
         )
         tmp_tar.rename(dest_tar)
+    for older in dest_tar.parent.glob(f"{suite}-{VARIANT}-*.tar"):
+        if older != dest_tar:
+            older.unlink()
     return took
 
 

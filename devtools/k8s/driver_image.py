@@ -159,9 +159,29 @@ def build_with(
             result.seconds[target] = time.monotonic() - t0
             log(f"{image}:{tag} built in {result.seconds[target]:.0f}s")
         result.built = True
+        prune_stale(docker, result, base)
     for ref in result.refs:
         result.sizes[ref] = docker.image_size(ref)
     return result
+
+
+def prune_stale(docker: Docker, result: BuildResult, base: str) -> None:
+    """Drop the images of earlier contexts and bases, so the data root does not grow (tags
+    other than ``ctx-*``, such as ``local``, stay with whatever they name)."""
+    keep = {*result.context_refs, base}
+    base_repo = base.rpartition(":")[0]
+
+    def stale(ref: str) -> bool:
+        repo, _, tag = ref.rpartition(":")
+        if ref in keep:
+            return False
+        return tag.startswith("ctx-") if repo in TARGETS.values() else repo == base_repo
+
+    listed = docker.run("images", "--format", "{{.Repository}}:{{.Tag}}", capture=True)
+    old = [ref for ref in listed.split() if stale(ref)]
+    if old:
+        docker.run("rmi", *old, capture=True)
+    docker.run("image", "prune", "--force", capture=True)
 
 
 def load_with(

@@ -672,6 +672,8 @@ def test_node_daemonset_mounts_as_kubelet_needs() -> None:
     daemonset = one(objects, "DaemonSet", "heketi-csi-node")
     spec = daemonset["spec"]["template"]["spec"]
     assert spec["hostNetwork"] is True
+    # The FUSE client reads callers' groups from /proc/<pid>: pods' processes must be visible.
+    assert spec["hostPID"] is True
     volumes = _by_name(spec["volumes"])
     containers = {sub: (c, args) for _, c, sub, args in driver_containers([daemonset])}
     assert set(containers) == {"node", "registrar"}
