@@ -20,6 +20,8 @@ _PROCESSES = {
     "node": ("services.node.main", "CSI node plugin: GlusterFS FUSE mounts on this node"),
     "registrar": ("services.registrar.main",
                   "register the node plugin with kubelet and serve /healthz"),
+    "migrate": ("services.migrate.main",
+                "take over in-tree kubernetes.io/glusterfs PVs (plan, apply, rollback)"),
 }
 
 
