@@ -1,0 +1,1 @@
+"""Fuzz suite: generated hostile requests against a real local cluster (see test_fuzz_rpcs)."""
