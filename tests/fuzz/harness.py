@@ -33,7 +33,11 @@ from devtools import glusterd
 from devtools.csi_client import GIB, CsiClient
 from devtools.localcluster import BackgroundCluster, LocalCluster
 from devtools.localcluster.processes import free_port, probe
-from devtools.localcluster.teardown import TeardownReport, gluster_volumes_with_bricks_under
+from devtools.localcluster.teardown import (
+    TeardownReport,
+    gluster_volumes_with_bricks_under,
+    mounts_under,
+)
 from services.common.proto import csi_grpc, csi_pb2
 from services.controller.heketi import HeketiClient
 from services.node import mountinfo
@@ -175,6 +179,8 @@ class FuzzSession:
             self.runner.call(close())
         report = self.runner.stop()  # unmounts everything in the cluster's directory first
         problems = asyncio.run(_delete_gluster_volumes(self.bricks))
+        if not mounts_under(self.world.sandbox):  # left when the cluster keeps its logs
+            shutil.rmtree(self.world.sandbox, ignore_errors=True)
         if report is not None:
             report.problems += problems
         return report
