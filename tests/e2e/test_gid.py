@@ -1,34 +1,40 @@
 """Non-root pods and the per-volume GID of `gidMin`/`gidMax`, as the in-tree plugin gave it:
 kubelet adds the PV's `pv.beta.kubernetes.io/gid` to the pod's groups, and nothing re-owns
-the volume (issue "In-tree parity")."""
+the volume: the controller annotates its PVs, and the CSIDriver's fsGroupPolicy is None."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.e2e.kube import Kube, PodUser, bound_pv, busybox_pod, claim, run_pod
+from tests.e2e.kube import Kube, PodUser, bound_pv, busybox_pod, claim, run_pod, wait_for
 
 pytestmark = pytest.mark.e2e
 
-IN_TREE_PARITY = ("issue 'In-tree parity and a way off the in-tree plugin: GIDs that kubelet "
-                  "honours, and heketi-csi migrate for existing PVs'")
 NON_ROOT = PodUser(uid=1000, gid=1000)
+GID_ANNOTATION = "pv.beta.kubernetes.io/gid"
 
 
-@pytest.mark.xfail(reason=IN_TREE_PARITY, strict=True)
 async def test_a_non_root_pod_without_fs_group_writes_through_the_volume_gid(
         kube: Kube, namespace: str) -> None:
     await kube.core.create_namespaced_persistent_volume_claim(namespace, claim("shared"))
     pv = await bound_pv(kube, namespace, "shared")
-    assert "pv.beta.kubernetes.io/gid" in (pv.metadata.annotations or {}), \
-        "the PV carries no pv.beta.kubernetes.io/gid annotation"
+    gid = pv.spec.csi.volume_attributes["gid"]
+
+    async def annotated() -> str | None:
+        current = await kube.core.read_persistent_volume(pv.metadata.name)
+        value: str | None = (current.metadata.annotations or {}).get(GID_ANNOTATION)
+        return value
+
+    # The controller adds it as soon as it sees the PV (a watch): well before a pod mounts.
+    assert await wait_for(f"{GID_ANNOTATION} on PV {pv.metadata.name}", annotated,
+                          timeout=30) == gid
     phase, log = await run_pod(kube, namespace, busybox_pod(
         "non-root", {"/data": "shared"}, "id -G; echo hello > /data/mine && echo wrote",
         user=NON_ROOT))
     assert phase == "Succeeded" and log.split()[-1] == "wrote", log
+    assert gid in log.split()[:-1], f"the pod's groups lack the volume's GID {gid}: {log}"
 
 
-@pytest.mark.xfail(reason=IN_TREE_PARITY, strict=True)
 async def test_a_pod_with_an_fs_group_does_not_change_the_volume_group(
         kube: Kube, namespace: str) -> None:
     await kube.core.create_namespaced_persistent_volume_claim(namespace, claim("owned"))
