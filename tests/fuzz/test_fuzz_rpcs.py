@@ -11,12 +11,13 @@ seed.
 
 Replay a seed: `HCSI_FUZZ_SEED=<seed> python -m pytest tests/fuzz` (it replaces the random
 seed; the same seed draws the same requests, though ids the simulator hands out differ).
-`HCSI_FUZZ_EXAMPLES` (default 1050 per seed) and `HCSI_FUZZ_BUDGET` (seconds per seed,
+`HCSI_FUZZ_EXAMPLES` (default 3000 per seed) and `HCSI_FUZZ_BUDGET` (seconds per seed,
 default 80) change the run's size; `HCSI_FUZZ_KEEP_LOGS=1` keeps the processes' logs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import secrets
@@ -43,7 +44,7 @@ pytestmark = [
 
 FIXED_SEED = 20261201
 RANDOM_SEED = int(os.environ.get("HCSI_FUZZ_SEED") or secrets.randbits(32))
-EXAMPLES = int(os.environ.get("HCSI_FUZZ_EXAMPLES") or 1050)
+EXAMPLES = int(os.environ.get("HCSI_FUZZ_EXAMPLES") or 3000)
 BUDGET_S = float(os.environ.get("HCSI_FUZZ_BUDGET") or 80)
 
 
@@ -61,8 +62,12 @@ def _plan(seed_value: int) -> list[tuple[messages.Rpc, int]]:
 
 
 def _say(request: pytest.FixtureRequest, line: str) -> None:
+    """A line on the terminal even while output is captured (the seed must be seen)."""
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         reporter.write_line(line)
 
 
