@@ -43,6 +43,11 @@ k8s-build: ## Build Kubernetes, etcd and the CSI sidecars from the Go module pro
 k8s-up: setup ## Start the local single-node Kubernetes (host processes)
 	$(PY) -m devtools.k8s up
 
+.PHONY: e2e
+e2e: setup ## Deploy the driver into the running local Kubernetes and run the real-cluster suite
+	$(PY) -m devtools.k8s deploy
+	$(PY) -m pytest -ra tests/e2e
+
 .PHONY: k8s-down
 k8s-down: ## Stop the local Kubernetes and undo every change it made to the host
 	$(PY) -m devtools.k8s down

@@ -158,7 +158,7 @@ async def volume_exists(name: str) -> bool:
     return name in await list_volumes()
 
 
-async def _brick_paths(name: str) -> list[Path]:
+async def brick_paths(name: str) -> list[Path]:
     """The directories of the bricks of volume `name` that live on this host."""
     root = await _gluster("volume", "info", name)
     me = hostname()
@@ -233,7 +233,7 @@ async def delete_volume(name: str) -> None:
     Idempotent: a volume that does not exist (or is already stopped) is no error.
     """
     try:
-        bricks = await _brick_paths(name)
+        bricks = await brick_paths(name)
     except GlusterError as exc:
         if _is_gone(exc):
             return

@@ -1,4 +1,4 @@
-"""python -m devtools.k8s build|up|down|kubeconfig|status|images|smoke"""
+"""python -m devtools.k8s build|up|deploy|down|kubeconfig|status|images|smoke"""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     u = sub.add_parser("up", help="start the single-node cluster (idempotent)")
     u.add_argument("--skip-build", action="store_true")
+    sub.add_parser("deploy", help="build and load the driver image, apply k8s/local, wait "
+                   "until the driver serves")
     sub.add_parser("down", help="stop the cluster and undo every host change (idempotent)")
     sub.add_parser("kubeconfig", help="print the admin kubeconfig path")
     sub.add_parser("status", help="processes and node")
@@ -31,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         build.build_all(a.components, save_gomod=a.save_gomod)
     elif a.cmd == "up":
         cluster.up(skip_build=a.skip_build)
+    elif a.cmd == "deploy":
+        from devtools.k8s import deploy
+
+        deploy.deploy()
     elif a.cmd == "down":
         return 1 if cluster.down() else 0
     elif a.cmd == "kubeconfig":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -109,20 +110,52 @@ def gluster_mount_points() -> set[str]:
     return {m.mount_point for m in mountinfo.read() if m.fstype == "fuse.glusterfs"}
 
 
+def heketi_id(handle: str) -> str:
+    """The Heketi volume id at the end of a volume or snapshot handle."""
+    return handle.rsplit(":", 1)[-1]
+
+
+async def handles_of(kube: Kube, namespace: str) -> set[str]:
+    """Heketi ids of every PV bound to a claim of `namespace` and of every snapshot content
+    of its VolumeSnapshots."""
+    ids = {heketi_id(pv.spec.csi.volume_handle)
+           for pv in (await kube.core.list_persistent_volume()).items
+           if pv.spec.csi is not None and pv.spec.claim_ref is not None
+           and pv.spec.claim_ref.namespace == namespace}
+    contents = await kube.custom.list_cluster_custom_object(
+        "snapshot.storage.k8s.io", "v1", "volumesnapshotcontents")
+    for content in contents.get("items", []):
+        ref = content["spec"].get("volumeSnapshotRef") or {}
+        handle = (content.get("status") or {}).get("snapshotHandle")
+        if ref.get("namespace") == namespace and handle:
+            ids.add(heketi_id(handle))
+    return ids
+
+
 @pytest.fixture
 async def namespace(kube: Kube, heketi: HeketiClient, cluster: Cluster,
                     driver_ready: None, request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    """A fresh namespace; afterwards nothing of the test may be left anywhere."""
+    """A fresh namespace; afterwards nothing of the test may be left anywhere: no PV, no
+    Heketi volume of its claims or snapshots, no Heketi volume named after it, no mount.
+
+    (Only what the test can be shown to own is checked, so that the suite can run beside
+    other users of the same cluster and Heketi.)"""
     name = f"e2e-{request.node.name.lower().replace('_', '-')[:40].strip('-')}"
     volumes_before = set(await heketi.list_volume_ids())
     mounts_before = gluster_mount_points() if cluster.local else set()
     body: Body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
     await kube.core.create_namespace(body)
+    owned: set[str] = set()
+    marks: set[str] = set()  # what a mount of the test's volumes has in its path
     try:
         yield name
     finally:
-        pvs = [pv.metadata.name for pv in (await kube.core.list_persistent_volume()).items
-               if pv.spec.claim_ref is not None and pv.spec.claim_ref.namespace == name]
+        owned = await handles_of(kube, name)
+        ours = [pv for pv in (await kube.core.list_persistent_volume()).items
+                if pv.spec.claim_ref is not None and pv.spec.claim_ref.namespace == name]
+        pvs = [pv.metadata.name for pv in ours]
+        marks = {*pvs, *(hashlib.sha256(pv.spec.csi.volume_handle.encode()).hexdigest()
+                         for pv in ours if pv.spec.csi is not None)}
         try:
             await kube.core.delete_namespace(name)
         except ApiException as exc:
@@ -132,10 +165,13 @@ async def namespace(kube: Kube, heketi: HeketiClient, cluster: Cluster,
         for pv in pvs:
             await wait_gone(f"PV {pv}", functools.partial(kube.core.read_persistent_volume, pv),
                             300)
-    volumes_after = set(await heketi.list_volume_ids())
-    assert volumes_after == volumes_before, (
-        f"Heketi volumes left behind: {sorted(volumes_after - volumes_before)}, "
-        f"gone: {sorted(volumes_before - volumes_after)}")
+    after = set(await heketi.list_volume_ids())
+    left = sorted(owned & after)
+    for volume_id in sorted(after - volumes_before - owned):
+        if f"_{name}_" in (await heketi.volume_info(volume_id)).name:
+            left.append(volume_id)
+    assert not left, f"Heketi volumes of {name} left behind: {left}"
     if cluster.local:
-        left = gluster_mount_points() - mounts_before
-        assert not left, f"gluster mounts left on the node: {sorted(left)}"
+        stray = {m for m in gluster_mount_points() - mounts_before
+                 if any(mark in m for mark in marks)}
+        assert not stray, f"gluster mounts left on the node: {sorted(stray)}"

@@ -19,6 +19,7 @@ from tests.e2e.kube import (
     claim,
     delete_pod,
     log_line,
+    pod_log,
     read_file,
     wait_for,
 )
@@ -34,10 +35,10 @@ COUNTER = ("i=0; while true; do i=$((i+1)); if echo $i >> /data/counter; then ec
 
 async def ticks_after(kube: Kube, namespace: str, pod: str, count: int) -> list[str]:
     """Wait until the writer logged `count` more lines than now; return the new lines."""
-    start = len((await kube.core.read_namespaced_pod_log(pod, namespace)).splitlines())
+    start = len((await pod_log(kube, namespace, pod)).splitlines())
 
     async def more() -> list[str] | None:
-        lines = (await kube.core.read_namespaced_pod_log(pod, namespace)).splitlines()
+        lines = (await pod_log(kube, namespace, pod)).splitlines()
         return lines[start:] if len(lines) >= start + count else None
 
     return await wait_for(f"{count} more writes by {pod}", more, timeout=120)
@@ -79,7 +80,7 @@ async def test_deleting_the_node_plugin_pod_does_not_interrupt_a_writer(
     await kube.core.delete_namespaced_pod(old, DRIVER_NAMESPACE)
     await wait_node_plugin_replaced(kube, old)
     lines = await ticks_after(kube, namespace, "writer", 10)
-    log = await kube.core.read_namespaced_pod_log("writer", namespace)
+    log = await pod_log(kube, namespace, "writer")
     await delete_pod(kube, namespace, "writer")
     failed = [line for line in log.splitlines() if line.startswith("IOERROR")]
     assert not failed, f"the writer saw {len(failed)} I/O errors; last lines: {lines[-5:]}"
@@ -105,7 +106,7 @@ async def test_kubelet_restart_keeps_the_writer_and_re_registers_the_driver(
 
     await wait_for("the node to be Ready again", node_ready, 120)
     await ticks_after(kube, namespace, "writer", 6)
-    log = await kube.core.read_namespaced_pod_log("writer", namespace)
+    log = await pod_log(kube, namespace, "writer")
     assert not [line for line in log.splitlines() if line.startswith("IOERROR")], log[-500:]
 
     # The restarted kubelet re-registered the driver: a new pod can mount a new volume.

@@ -4,10 +4,9 @@ gluster bricks."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from devtools import glusterd
 from services.controller.heketi.client import HeketiClient
 from tests.e2e.conftest import Cluster
 from tests.e2e.kube import (
@@ -19,6 +18,7 @@ from tests.e2e.kube import (
     create_snapshot,
     delete_pod,
     log_line,
+    pod_log,
     pod_phase,
     read_file,
     run_pod,
@@ -56,12 +56,14 @@ async def test_two_pods_share_a_rwx_volume_and_a_read_only_mount_cannot_write(
     # A second pod on the same claim, while the first still has it mounted, reads it.
     assert await read_file(kube, namespace, "shared", "token") == token
 
-    # The data is on the gluster brick (the node is this machine).
+    # The data is on the gluster bricks (the node is this machine, and so is glusterd).
     if cluster.local:
         info = await heketi.volume_info(heketi_id(pv))
-        on_bricks = [Path(b.path) / "token" for b in info.bricks]
-        assert any(p.is_file() and p.read_text().strip() == token for p in on_bricks), \
-            f"{token} is on none of the bricks {[str(b) for b in on_bricks]}"
+        gluster_volume = info.mount.device.partition(":")[2]
+        on_bricks = [p / "token" for p in await glusterd.brick_paths(gluster_volume)]
+        assert on_bricks and all(
+            p.is_file() and p.read_text().strip() == token for p in on_bricks), \
+            f"{token} is not on every brick of {gluster_volume}: {[str(b) for b in on_bricks]}"
 
     # Mounted read-only, the volume can be read and not written.
     phase, log = await run_pod(kube, namespace, busybox_pod(
@@ -112,7 +114,7 @@ async def test_online_expansion_reaches_heketi_without_restarting_the_pod(
     after = await kube.core.read_namespaced_pod("user", namespace)
     assert after.metadata.uid == before.metadata.uid
     assert after.status.container_statuses[0].restart_count == 0
-    seen = (await kube.core.read_namespaced_pod_log("user", namespace)).split("\n")
+    seen = (await pod_log(kube, namespace, "user")).split("\n")
     assert "IOERROR" not in seen
     await delete_pod(kube, namespace, "user")
 

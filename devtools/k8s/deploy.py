@@ -1,0 +1,81 @@
+"""Deploy the driver into the local cluster the way users deploy it, and wait until it serves.
+
+    python -m devtools.k8s deploy      # (make e2e does this first)
+
+1. build the driver images from the repository's Dockerfile if the build context changed,
+   and import them into the cluster's containerd (`driver_image.load`);
+2. render `k8s/local` with kustomize (kubectl's built-in) and apply it, with the images
+   pinned to this build's content tag (`ctx-<hash>`) so that a changed driver rolls out and
+   an unchanged one leaves the running pods alone;
+3. wait until the Heketi simulator, the controller and the node plugin are rolled out and
+   kubelet lists the driver on the node's CSINode.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from devtools.k8s import driver_image
+from devtools.k8s.cluster import kubectl, log, status
+from devtools.k8s.config import NODE_NAME
+
+REPO = Path(__file__).resolve().parents[2]
+OVERLAY = REPO / "k8s" / "local"
+DRIVER_NAME = "glusterfs.heketi.csi.io"
+ROLLOUTS = (
+    ("glusterfs", "deployment/heketi-sim"),
+    ("heketi-csi", "statefulset/heketi-csi-controller"),
+    ("heketi-csi", "daemonset/heketi-csi-node"),
+)
+ROLLOUT_TIMEOUT = "300s"
+REGISTRATION_TIMEOUT = 120.0
+
+
+def rendered(context: str) -> str:
+    """k8s/local as kustomize renders it, with the `local` image tags pinned to `context`."""
+    text = kubectl("kustomize", str(OVERLAY)).stdout
+    for image in driver_image.TARGETS.values():
+        text = text.replace(f"{image}:{driver_image.LOCAL_TAG}", f"{image}:ctx-{context}")
+    return text
+
+
+def apply(manifest: str) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="k8s-local-") as f:
+        f.write(manifest)
+        f.flush()
+        log(kubectl("apply", "-f", f.name).stdout.strip())
+
+
+def registered() -> bool:
+    out = kubectl("get", "csinode", NODE_NAME, "-o", "json", check=False)
+    if out.returncode != 0:
+        return False
+    drivers = json.loads(out.stdout).get("spec", {}).get("drivers") or []
+    return any(d.get("name") == DRIVER_NAME for d in drivers)
+
+
+def deploy() -> dict[str, float]:
+    if not status():
+        raise SystemExit("the local cluster is not up: `make k8s-up` first")
+    times: dict[str, float] = {}
+    t0 = time.monotonic()
+    result = driver_image.load()
+    driver_image.report(result)
+    times["images"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    apply(rendered(result.context))
+    for namespace, what in ROLLOUTS:
+        log(f"waiting for {namespace}/{what} ...")
+        kubectl("-n", namespace, "rollout", "status", what, f"--timeout={ROLLOUT_TIMEOUT}")
+    deadline = time.monotonic() + REGISTRATION_TIMEOUT
+    while not registered():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{DRIVER_NAME} is not on CSINode {NODE_NAME} after "
+                               f"{REGISTRATION_TIMEOUT:.0f} s")
+        time.sleep(0.5)
+    times["rollout"] = time.monotonic() - t0
+    log(f"driver deployed (images {times['images']:.0f}s, rollout {times['rollout']:.0f}s)")
+    return times
