@@ -32,7 +32,7 @@ from services.common.errors import (
 )
 from services.common.logging import get_logger
 from services.common.metrics import RPC_SECONDS, RPC_TOTAL
-from services.common.redact import redacted_dict
+from services.common.redact import redact_urls, redacted_dict
 
 _log = get_logger("rpc")
 
@@ -88,7 +88,7 @@ def object_id(request: Message) -> str | None:
         if name in request.DESCRIPTOR.fields_by_name:
             value = getattr(request, name)
             if value:
-                text = str(value)
+                text = redact_urls(str(value))  # before cutting: the cut may hide an `@`
                 return text if len(text) <= _ID_SHOWN else text[:_ID_SHOWN] + "..."
     return None
 

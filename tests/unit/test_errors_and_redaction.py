@@ -85,3 +85,46 @@ def test_parameters_that_carry_a_key_are_redacted_in_every_map():
         volume_id="v", parameters={"restuserkey": "s3cret"}, volume_context={"key": "s3cret"})
     assert "s3cret" not in str(redacted_dict(validate))
     assert req.parameters["restuserkey"] == "s3cret", "the original must not change"
+
+
+URL_SECRETS = [
+    ("http://admin:s3cret@heketi:8080/api", "http://***@heketi:8080/api"),
+    ("https://heketi:8080/?key=s3cret", "https://heketi:8080/?***"),
+    ("http://heketi:8080#s3cret", "http://heketi:8080#***"),
+    ("http://u:s3cret@h/p?k=s3cret#s3cret", "http://***@h/p?***#***"),
+    ("http://u:s3/cr#et@h:1", "http://***@h:1"),  # a password with unencoded `/` and `#`
+    ("http://h/p#f?s3cret", "http://h/p#***"),
+    ("see HTTP://u:s3cret@h and ftp://h/x?s3cret.", "see HTTP://***@h and ftp://h/x?***"),
+]
+
+
+@pytest.mark.parametrize(("url", "shown"), URL_SECRETS)
+def test_urls_lose_user_info_query_and_fragment_in_every_string(url, shown):
+    req = csi_pb2.CreateVolumeRequest(
+        name=url, parameters={"resturl": url, url: "x"}, mutable_parameters={"RESTURL": url},
+        volume_capabilities=[csi_pb2.VolumeCapability(
+            mount=csi_pb2.VolumeCapability.MountVolume(mount_flags=[url]))])
+    clean = redacted_dict(req)
+    assert "s3cret" not in str(clean)
+    assert clean["name"] == shown
+    assert clean["parameters"] == {"resturl": shown, shown: "x"}
+    assert clean["mutable_parameters"] == {"RESTURL": shown}
+    assert clean["volume_capabilities"][0]["mount"]["mount_flags"] == [shown]
+    assert req.parameters["resturl"] == url, "the original must not change"
+
+
+def test_plain_urls_and_text_are_logged_as_they_are():
+    for text in ("http://heketi:8080", "https://[::1]:8080/heketi", "host:vol", "a@b", "?#"):
+        req = csi_pb2.ControllerModifyVolumeRequest(volume_id=text,
+                                                    mutable_parameters={"resturl": text})
+        clean = redacted_dict(req)
+        assert (clean["volume_id"], clean["mutable_parameters"]["resturl"]) == (text, text)
+
+
+def test_the_object_id_an_rpc_line_carries_hides_url_credentials_too():
+    from services.common.rpc import object_id
+
+    req = csi_pb2.CreateVolumeRequest(name="http://u:s3cret@h/p?s3cret")
+    assert object_id(req) == "http://***@h/p?***"
+    long_password = csi_pb2.CreateVolumeRequest(name="http://u:" + "s3cret" * 100 + "@h")
+    assert object_id(long_password) == "http://***@h"
