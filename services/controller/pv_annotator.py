@@ -9,12 +9,17 @@ provisioner does, named after the CreateVolume name, with the volume context as
 PV of this driver whose volume context has a `gid` and that lacks it. Idempotent: a PV that
 carries the annotation already, with any value, is left alone. When it cannot (no API, no
 RBAC) it says so in one clear log line and retries later; provisioning never waits on it.
+
+It also watches VolumeAttachments: the first time a PV moved by `heketi-csi migrate` is
+attached for a pod, the PV gets `migrate.heketi-csi.io/used-at`, which `migrate rollback`
+reads (a claim used since its move is not rolled back without --force).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -23,11 +28,13 @@ from services.common import context_keys
 from services.common.errors import NotFound
 from services.common.logging import get_logger
 from services.controller.ids import Kind, parse_ref
+from services.migrate.journal import STATE, USED_AT
 
 GID_ANNOTATION = "pv.beta.kubernetes.io/gid"
 _log = get_logger("pv-annotator")
 _RBAC_HINT = ("the controller's ServiceAccount needs get, list, watch and patch on "
-              "persistentvolumes (k8s/base/rbac-controller.yaml)")
+              "persistentvolumes and list, watch on volumeattachments "
+              "(k8s/base/rbac-controller.yaml)")
 _WITHOUT = "non-root pods need the volume's GID in securityContext.supplementalGroups"
 
 
@@ -57,7 +64,8 @@ def annotation_patch(pv: Any, driver_name: str) -> dict[str, Any] | None:
 
 
 class PvGidAnnotator:
-    """List, then watch, PersistentVolumes; annotate ours. `run()` runs until cancelled."""
+    """List, then watch, PersistentVolumes and VolumeAttachments; annotate our PVs.
+    `run()` runs until cancelled."""
 
     def __init__(self, driver_name: str, kubeconfig: str | None = None,
                  retry_seconds: float = 30.0, watch_seconds: int = 300) -> None:
@@ -66,6 +74,7 @@ class PvGidAnnotator:
         self._retry = retry_seconds
         self._watch_seconds = watch_seconds
         self._warned: set[str] = set()
+        self._used: set[str] = set()
         self.annotated = 0
 
     async def _api_client(self) -> Any:
@@ -96,36 +105,74 @@ class PvGidAnnotator:
         from kubernetes_asyncio import client
 
         core = client.CoreV1Api(api)
-        loop = asyncio.get_running_loop()
+        storage = client.StorageV1Api(api)
         try:
-            while True:
-                started = loop.time()
-                try:
-                    await self._list_and_watch(core)
-                    if loop.time() - started > 1.0:
-                        continue  # the watch ended (its timeout): list again
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    if getattr(exc, "status", None) == 410:
-                        continue  # the watch's resourceVersion expired: list again
-                    self._log_failure("cannot list or watch PersistentVolumes", exc)
-                await asyncio.sleep(self._retry)
+            await asyncio.gather(
+                self._follow("PersistentVolumes", core.list_persistent_volume,
+                             lambda pv: self.reconcile(core, pv)),
+                self._follow("VolumeAttachments", storage.list_volume_attachment,
+                             lambda attachment: self.mark_used(core, attachment)))
         finally:
             await api.close()
 
-    async def _list_and_watch(self, core: Any) -> None:
+    async def _follow(self, what: str, list_call: Any,
+                      handle: Callable[[Any], Awaitable[None]]) -> None:
+        """List, then watch, forever: every object seen goes to `handle`."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            try:
+                await self._list_and_watch(list_call, handle)
+                if loop.time() - started > 1.0:
+                    continue  # the watch ended (its timeout): list again
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if getattr(exc, "status", None) == 410:
+                    continue  # the watch's resourceVersion expired: list again
+                self._log_failure(f"cannot list or watch {what}", exc)
+            await asyncio.sleep(self._retry)
+
+    async def _list_and_watch(self, list_call: Any,
+                              handle: Callable[[Any], Awaitable[None]]) -> None:
         from kubernetes_asyncio import watch
 
-        listing = await core.list_persistent_volume()
-        for pv in listing.items:
-            await self.reconcile(core, pv)
+        listing = await list_call()
+        for item in listing.items:
+            await handle(item)
         async with watch.Watch() as stream:
             async for event in stream.stream(
-                    core.list_persistent_volume, timeout_seconds=self._watch_seconds,
+                    list_call, timeout_seconds=self._watch_seconds,
                     resource_version=listing.metadata.resource_version):
                 if event["type"] in ("ADDED", "MODIFIED"):
-                    await self.reconcile(core, event["object"])
+                    await handle(event["object"])
+
+    async def mark_used(self, core: Any, attachment: Any) -> None:
+        """Record on a migrated PV that a pod used it (once; the first attachment)."""
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        spec = attachment.spec
+        name = spec.source.persistent_volume_name if spec.source else None
+        if spec.attacher != self._driver or not name or name in self._used:
+            return
+        try:
+            pv = await core.read_persistent_volume(name)
+            notes = pv.metadata.annotations or {}
+            if STATE in notes and USED_AT not in notes:
+                created = attachment.metadata.creation_timestamp
+                await core.patch_persistent_volume(name, {"metadata": {
+                    "annotations": {USED_AT: created.strftime("%Y-%m-%dT%H:%M:%SZ")},
+                    "resourceVersion": pv.metadata.resource_version}})
+                _log.info("migrated PV used by a pod since its move", pv=name)
+        except ApiException as exc:
+            if exc.status in (404, 409):  # gone, or changed: the next event retries
+                return
+            self._log_failure(f"cannot record the use of migrated PV {name}", exc)
+            return
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._log_failure(f"cannot record the use of migrated PV {name}", exc)
+            return
+        self._used.add(name)
 
     async def reconcile(self, core: Any, pv: Any) -> None:
         from kubernetes_asyncio.client.exceptions import ApiException

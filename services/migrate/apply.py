@@ -21,6 +21,7 @@ after a crash or Ctrl-C resumes where it stopped.
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
@@ -114,12 +115,14 @@ class Applier(Mover):
             return self.progress.done(unit, Outcome.FAILED, str(exc))
 
     async def _run(self, unit: Unit) -> Outcome:
-        started = datetime.datetime.now(datetime.UTC)
+        # The claim is unusable from the moment its pods are gone until it is bound again.
+        unusable_since = None
         if unit.new_pv is None:
             assert unit.old_pv is not None
             unit.old_pv = await self._retain(unit, unit.old_pv)
             if not await self.no_pods(unit):
                 return self._waiting(unit)
+            unusable_since = time.monotonic()
             unit.new_pv = await self._create_csi_pv(unit, unit.old_pv)
         else:
             state = journal.notes_of(unit.new_pv).get(journal.STATE)
@@ -133,6 +136,7 @@ class Applier(Mover):
         if pvc is not None and uid(pvc) == original.pvc_uid:
             if not await self.no_pods(unit):
                 return self._waiting(unit)
+            unusable_since = unusable_since or time.monotonic()
             await self.delete_claim(unit, pvc)
             pvc = None
         old = await self.kube.pv(original.pv["metadata"]["name"])
@@ -150,11 +154,11 @@ class Applier(Mover):
                 f"not bound to PV {new_name}; delete it (check it holds no data first), then "
                 "run apply again"))
         await self.bound(unit, new_name)
+        downtime = "" if unusable_since is None else \
+            f"; unusable for {time.monotonic() - unusable_since:.1f} s"
         await self._delete_endpoints(unit, original)
         await self._finish(unit, unit.new_pv)
-        seconds = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
-        return self.progress.done(unit, Outcome.DONE,
-                                  f"bound to PV {new_name} ({seconds:.1f} s)")
+        return self.progress.done(unit, Outcome.DONE, f"bound to PV {new_name}{downtime}")
 
     def _waiting(self, unit: Unit) -> Outcome:
         return self.progress.done(unit, Outcome.WAITING, "still used by " + ", ".join(

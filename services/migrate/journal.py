@@ -22,6 +22,7 @@ ORIGINAL = PREFIX + "original"  # on the CSI PV: JSON of the original objects
 STATE = PREFIX + "state"  # on the CSI PV: migrating | done | rolling-back
 MIGRATED_AT = PREFIX + "migrated-at"  # on the CSI PV: RFC 3339 time the claim was re-bound
 ROLLED_BACK_FROM = PREFIX + "rolled-back-from"  # on a restored in-tree PV
+USED_AT = PREFIX + "used-at"  # on the CSI PV, by the controller: first attached for a pod
 
 MIGRATING, DONE, ROLLING_BACK = "migrating", "done", "rolling-back"
 

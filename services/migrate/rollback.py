@@ -1,8 +1,9 @@
 """Undoing `apply` for a claim: the in-tree PV, claim, Endpoints and Service come back from
 the journal on the CSI PV, which is deleted last (with reclaim Retain: Heketi is untouched).
 
-A finished move is undone only if the claim has not been used since (no pod that names the
-claim was created after the move, and the volume was not expanded), unless `--force`: a
+A finished move is undone only if the claim has not been used since (the controller marks
+the CSI PV when a pod is attached to it; no pod that names the claim was created after the
+move; the volume was not expanded), unless `--force`: a
 rolled-back claim is served by the in-tree plugin again, which exists only in Kubernetes
 before 1.26. A move that stopped half-way is always undone. Resumable like apply.
 """
@@ -108,6 +109,9 @@ class RollBacker(Mover):
         return self.progress.done(unit, Outcome.DONE, f"bound to the in-tree PV {old_name}")
 
     async def _used_since(self, unit: Unit, csi_pv: Obj, original: Original) -> str | None:
+        used = journal.notes_of(csi_pv).get(journal.USED_AT)
+        if used:
+            return f"a pod used the claim since the move (attached at {used})"
         capacity = (_spec(csi_pv).get("capacity") or {}).get("storage")
         was = (original.pv["spec"].get("capacity") or {}).get("storage")
         if capacity != was:

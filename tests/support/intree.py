@@ -36,11 +36,12 @@ class InTree:
 
 async def heketi_volume(heketi: HeketiClient, *, gid: int, size_gib: int = 1,
                         prefix: str | None = None, namespace: str = "", claim: str = "",
-                        ) -> VolumeInfo:
-    """`vol_<id>` (no name: Heketi names it), or `<prefix>_<ns>_<claim>_<uuid>`."""
+                        durability: Durability | None = None) -> VolumeInfo:
+    """`vol_<id>` (no name: Heketi names it), or `<prefix>_<ns>_<claim>_<uuid>`; the
+    in-tree plugin always enabled gluster snapshots."""
     name = f"{prefix}_{namespace}_{claim}_{uuid.uuid4().hex[:8]}" if prefix else None
     return await heketi.create_volume(VolumeCreateRequest(
-        size_gib=size_gib, name=name, durability=Durability.replicate(1), gid=gid,
+        size_gib=size_gib, name=name, durability=durability or Durability(), gid=gid,
         snapshot=Snapshot(enable=True, factor=1.0)))
 
 

@@ -36,6 +36,7 @@ from devtools.heketi_sim.server import HeketiSimulator
 from services.cli import main as cli_main
 from services.controller.heketi import HeketiClient, HeketiNotFound
 from services.controller.ids import Kind, adoption_mark, make_ref
+from services.controller.pv_annotator import GID_ANNOTATION, PvGidAnnotator
 from services.migrate import journal
 from services.migrate.report import BLOCKED, OK, USAGE, WAITING
 from tests.support.intree import (
@@ -174,6 +175,7 @@ def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @dataclass
 class Rig:
     core: Any
+    storage: Any
     heketi: HeketiClient
     namespace: str
     cli: list[str]  # the flags every migrate command gets
@@ -250,7 +252,7 @@ async def rig(kubeconfig: Path, request: pytest.FixtureRequest) -> AsyncIterator
         await ensure_class(storage, csi_class(CSI_CLASS, volumetype="replicate:1"))
         key_file = kubeconfig.parent / "heketi.key"
         key_file.write_text(KEY)
-        rig = Rig(core, heketi, namespace, [
+        rig = Rig(core, storage, heketi, namespace, [
             "--kubeconfig", str(kubeconfig), "--heketi-url", sim.url,
             "--heketi-key-file", str(key_file), "--log-level", "warning",
             "--class-map", f"{IN_TREE_CLASS}={CSI_CLASS}"])
@@ -451,3 +453,54 @@ async def test_rollback_of_a_move_stopped_half_way(rig: Rig) -> None:
     assert await rig.pv(f"{claim.pv}-csi") is None
     assert await rig.heketi_has(claim.volume.id)
 
+
+
+# --- the controller's part -------------------------------------------------------------------
+async def test_the_controller_annotates_gids_and_marks_migrated_pvs_used(
+        rig: Rig, kubeconfig: Path) -> None:
+    moved = await rig.claim("used-later", gid=2701)
+    code, out = await rig.migrate("apply", "--pvc", f"{rig.namespace}/used-later")
+    assert code == OK, out
+    plain = f"plain-{rig.namespace}"[:60]
+    await rig.core.create_persistent_volume({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": plain},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                 "persistentVolumeReclaimPolicy": "Retain",
+                 "claimRef": {"namespace": rig.namespace, "name": "nobody"},
+                 "csi": {"driver": DRIVER, "volumeHandle": volume_id("f" * 32),
+                         "volumeAttributes": {"volume": "v", "hosts": "h", "gid": "40123"}}}})
+    annotator = PvGidAnnotator(DRIVER, str(kubeconfig), retry_seconds=1)
+    task = asyncio.create_task(annotator.run())
+    try:
+        async def gid_annotated() -> bool:
+            pv = await rig.pv(plain)
+            return bool((pv.metadata.annotations or {}).get(GID_ANNOTATION) == "40123")
+
+        await wait(gid_annotated, "the GID annotation")
+        new_pv = f"{moved.pv}-csi"
+        await rig.storage.create_volume_attachment({
+            "apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
+            "metadata": {"name": f"csi-{rig.namespace}"[:60]},
+            "spec": {"attacher": DRIVER, "nodeName": "node-1",
+                     "source": {"persistentVolumeName": new_pv}}})
+
+        async def marked() -> bool:
+            pv = await rig.pv(new_pv)
+            return journal.USED_AT in (pv.metadata.annotations or {})
+
+        await wait(marked, "the used-at mark")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await rig.storage.delete_volume_attachment(f"csi-{rig.namespace}"[:60])
+    code, out = await rig.migrate("rollback", "--pvc", f"{rig.namespace}/used-later")
+    assert code == BLOCKED and "a pod used the claim since the move" in out, out
+
+
+async def wait(probe: Any, what: str, timeout: float = 30) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await probe():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
