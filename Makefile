@@ -15,8 +15,20 @@ setup: ## Install GlusterFS, the virtualenv and csi-sanity; start glusterd (idem
 	bash tools/setup.sh
 
 .PHONY: test
-test: setup lint ## Set up, lint, and run every test (unit, integration, conformance)
-	$(PY) -m pytest -ra tests
+test: check ## Everything CI runs: lint, the fast suite, then the real-Kubernetes suite
+	$(MAKE) test-e2e
+
+.PHONY: check
+check: setup lint ## Lint and the fast suite (unit, integration, csi-sanity, fuzz)
+	$(PY) -m pytest -ra --ignore=tests/e2e tests
+
+.PHONY: test-e2e
+test-e2e: setup ## Local Kubernetes up, `make e2e`, down (also on failure; KEEP_CLUSTER=1 keeps it)
+	@status=0; \
+	$(PY) -m devtools.k8s up && $(MAKE) e2e || status=$$?; \
+	if [ "$${KEEP_CLUSTER:-0}" = 1 ]; then echo "keeping the cluster: make k8s-down"; \
+	else $(PY) -m devtools.k8s down || status=1; fi; \
+	exit $$status
 
 .PHONY: lint
 lint: ## ruff and mypy --strict

@@ -11,6 +11,7 @@ and the sysctls kubelet sets (recorded before, restored after).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -58,6 +59,9 @@ PACKAGES = [
     "libc6-dev",
     "iproute2",
     "util-linux",
+    # The driver image (devtools/k8s/driver_image.py): the Debian base and docker build.
+    "debootstrap",
+    "docker.io",
 ]
 SYSCTLS = [
     "kernel.panic",
@@ -626,7 +630,28 @@ def restart_kubelet() -> None:
     """Stop kubelet (SIGTERM) and start it again, as a node's service manager would; the
     containers keep running meanwhile. Returns when the node is Ready again."""
     stop("kubelet")
+    started = time.time()
     start_kubelet()
+
+    def serving() -> bool:
+        # The node's Ready condition is still the old kubelet's until a new heartbeat, and
+        # kubelet serves exec/logs only once it is fully up: wait for both.
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:10248/healthz", timeout=2) as r:
+                if r.status != 200:
+                    return False
+        except OSError:
+            return False
+        out = kubectl("get", "node", NODE_NAME, "-o",
+                      "jsonpath={.status.conditions[?(@.type=='Ready')].lastHeartbeatTime}",
+                      check=False)
+        try:
+            beat = datetime.datetime.fromisoformat(out.stdout.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return False
+        return beat.timestamp() >= started - 1
+
+    wait_for("kubelet serving again", serving, timeout=120, proc="kubelet")
 
 
 def finish_cluster() -> None:

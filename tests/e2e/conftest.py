@@ -16,6 +16,7 @@ import base64
 import functools
 import hashlib
 import os
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,8 +112,9 @@ def gluster_mount_points() -> set[str]:
 
 
 def heketi_id(handle: str) -> str:
-    """The Heketi volume id at the end of a volume or snapshot handle."""
-    return handle.rsplit(":", 1)[-1]
+    """The Heketi volume id of a volume or snapshot handle (`<kind>:<backend>:<id>`, adopted
+    volumes with a fourth field, the mark)."""
+    return handle.split(":")[2]
 
 
 async def handles_of(kube: Kube, namespace: str) -> set[str]:
@@ -140,7 +142,8 @@ async def namespace(kube: Kube, heketi: HeketiClient, cluster: Cluster,
 
     (Only what the test can be shown to own is checked, so that the suite can run beside
     other users of the same cluster and Heketi.)"""
-    name = f"e2e-{request.node.name.lower().replace('_', '-')[:40].strip('-')}"
+    words = request.node.name.lower().removeprefix("test_").replace("_", "-")
+    name = f"e2e-{words[:24].strip('-')}-{secrets.token_hex(2)}"
     volumes_before = set(await heketi.list_volume_ids())
     mounts_before = gluster_mount_points() if cluster.local else set()
     body: Body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}

@@ -187,12 +187,12 @@ async def pod_phase(kube: Kube, namespace: str, name: str, phases: set[str],
 async def pod_log(kube: Kube, namespace: str, name: str) -> str:
     """The pod's log so far; empty while its container has not started yet."""
     try:
-        text: str = await kube.core.read_namespaced_pod_log(name, namespace)
+        text: str | None = await kube.core.read_namespaced_pod_log(name, namespace)
     except ApiException as exc:
         if exc.status == 400 and "waiting to start" in str(exc.body):
             return ""
         raise
-    return text
+    return text or ""
 
 
 async def log_line(kube: Kube, namespace: str, pod: str, predicate: Callable[[str], bool],

@@ -326,7 +326,7 @@ async def test_a_killed_apply_is_finished_by_the_next_run_and_rollback_restores(
     assert await read_file(kube, namespace, "back", "before.txt") == "goes back"
     # Used since the move (the reader pod): refused without --force.
     code, out = await migrate.run("rollback", "--pvc", migrate.pvc("back"))
-    assert code == 3 and "used since the move" in out, out
+    assert code == 3 and "used the claim since the move" in out, out
     code, out = await migrate.run("rollback", "--pvc", migrate.pvc("back"), "--force")
     assert code == 0, out
     pvc = await kube.core.read_namespaced_persistent_volume_claim("back", namespace)
