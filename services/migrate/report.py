@@ -23,7 +23,7 @@ WAITING = 4  # some claims are still used by pods; scale them down and run again
 class Outcome(Enum):
     DONE = "done"
     WAITING = "waiting for pods"
-    BLOCKED = "cannot migrate"
+    BLOCKED = "blocked"
     FAILED = "failed"
     SKIPPED = "nothing to do"
 
