@@ -25,7 +25,9 @@ kubelet root without following a link out, their parent directory held open.
   glusterfs client it daemonized (found by its mount point in /proc/*/cmdline), and whatever
   half-made mount it left is unmounted the same way.
 - A failed mount raises an error carrying the tail of the gluster client log of this attempt,
-  because the mount helper itself says little.
+  because the mount helper itself says little. What that log says picks the error's code
+  where the caller can act (`mount_failure`): a volume its server does not know is NOT_FOUND,
+  servers or bricks that do not answer are UNAVAILABLE; anything else is INTERNAL.
 """
 
 from __future__ import annotations
@@ -34,13 +36,14 @@ import asyncio
 import contextlib
 import functools
 import os
+import re
 import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 from services.common.commands import CommandTimeout, run_command
-from services.common.errors import DeadlineExceeded, Internal
+from services.common.errors import DeadlineExceeded, DriverError, Internal, NotFound, Unavailable
 from services.common.logging import get_logger
 from services.node import mountinfo
 from services.node.boundary import Look, Place, close_look, open_look, run
@@ -68,6 +71,63 @@ MAX_STACK = 16
 
 class MountFailed(Internal):
     """`mount -t glusterfs` failed; the message carries the helper's output and log tail."""
+
+
+class VolumeMissing(NotFound):
+    """The volfile server has no volume file for the volume: it does not exist."""
+
+
+class ServersUnavailable(Unavailable):
+    """No volfile server, or no brick of the volume, answered the gluster client."""
+
+
+# What the gluster client (GlusterFS 10) logs, at ERROR level unless noted, when...
+# ...the volfile server does not know the volume:
+_NO_VOLUME = ("failed to fetch volume file", "failed to get the 'volume file'")
+# ...no server or brick answers (volume stopped, brick processes down, hosts unreachable):
+_NO_SERVER = (
+    "first lookup on root failed",  # no brick answered the mount's first lookup
+    "failed to get the port number for remote subvolume",  # brick process not running
+    "DNS resolution failed",
+    "Exhausted all volfile servers",  # INFO
+    "All subvolumes are down",
+)
+
+
+# The prefix of a gluster log line: `[time] E [MSGID: n] [file.c:line:function] 0-xlator: `.
+_LOG_PREFIX = re.compile(r"^\[[^]]*\] [A-Z] (?:\[MSGID: [0-9]+\] )?\[[^]]*\] \S*: ?")
+
+
+def _lines_saying(tail: str, texts: Sequence[str]) -> str:
+    """The messages of the log lines that contain one of `texts`, without their prefix."""
+    said = []
+    for line in tail.splitlines():
+        if any(text in line for text in texts):
+            message = _LOG_PREFIX.sub("", line).strip()
+            if message not in said:
+                said.append(message)
+    return "; ".join(said)
+
+
+def mount_failure(source: str, target: str, what: str, tail: str, log_file: str) -> DriverError:
+    """The error for a failed mount of `source` at `target` (`what`: how it failed, with the
+    log tail), from the gluster client's log lines of this attempt (`tail`, empty when it
+    wrote none): NOT_FOUND or UNAVAILABLE, quoting the lines that say why, where the caller
+    can act; else INTERNAL with `what`."""
+    volume = volume_of_source(source)
+    if said := _lines_saying(tail, _NO_VOLUME):
+        return VolumeMissing(
+            f"gluster volume {volume} does not exist: mounting {source} at {target} failed, "
+            f"its volfile server has no volume file for it (gluster client log {log_file}: "
+            f"{said})"
+        )
+    if said := _lines_saying(tail, _NO_SERVER):
+        return ServersUnavailable(
+            f"the gluster servers or bricks of volume {volume} do not answer: mounting "
+            f"{source} at {target} failed; is the volume started and are its bricks up? "
+            f"(gluster client log {log_file}: {said})"
+        )
+    return MountFailed(what)
 
 
 class MountTimeout(DeadlineExceeded):
@@ -233,10 +293,14 @@ class SystemMounter(Mounter):
                 "meanwhile); it was unmounted"
             )
         tail = await asyncio.to_thread(log_tail, log_file, since)
-        said = result.output or f"exit status {result.returncode}"
-        raise MountFailed(
-            f"mounting {source} at {target.path} failed: {said}" + _with_log(tail, log_file)
+        fresh = await asyncio.to_thread(log_offset, log_file) > since
+        said = result.output or (
+            "the mount helper said it succeeded, but nothing was mounted"
+            if result.returncode == 0
+            else f"exit status {result.returncode}"
         )
+        what = f"mounting {source} at {target.path} failed: {said}" + _with_log(tail, log_file)
+        raise mount_failure(source, target.path, what, tail if fresh else "", log_file)
 
     async def _new_on_top(self, place: Place, before: set[_Seen]) -> Mount | None:
         """The mount on top of `place` if it is a new one (not in `before`)."""

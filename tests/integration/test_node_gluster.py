@@ -28,6 +28,7 @@ from grpclib.exceptions import GRPCError
 
 from devtools import glusterd
 from devtools.localcluster.processes import HEKETI_CSI, ManagedProcess, wait_ready
+from services.common.commands import run_command
 from services.common.identity import plugin_capabilities
 from services.common.proto import csi_grpc, csi_pb2
 from services.node import mountinfo
@@ -324,18 +325,36 @@ async def test_something_else_mounted_is_already_exists(node: Node) -> None:
     assert node.our_mounts() == []
 
 
-async def test_failed_mount_reports_the_client_log(node: Node) -> None:
+async def test_a_volume_that_does_not_exist_is_not_found_with_the_client_log(node: Node) -> None:
     missing = vol_name()  # never created
     staging = node.staging(missing)
     with pytest.raises(GRPCError) as exc:
         await node.stage(missing)
     message = exc.value.message or ""
-    assert exc.value.status is Status.INTERNAL
+    assert exc.value.status is Status.NOT_FOUND, message
+    assert f"gluster volume {missing} does not exist" in message
     assert "gluster client log" in message
     assert "failed to fetch volume file" in message or "failed to get the 'volume file'" in message
     assert node.our_mounts() == []
     assert clients_of(staging) == []
     assert list((node.root / "plugins" / "glusterfs.heketi.csi.io" / "state").glob("*")) == []
+
+
+async def test_a_volume_whose_bricks_are_down_is_unavailable_with_the_client_log(
+    node: Node,
+) -> None:
+    volume = await node.new_volume()
+    stopped = await run_command([glusterd.GLUSTER, "--mode=script", "volume", "stop", volume], 60)
+    assert stopped.returncode == 0, stopped.output
+    staging = node.staging(volume)
+    with pytest.raises(GRPCError) as exc:
+        await node.stage(volume)
+    message = exc.value.message or ""
+    assert exc.value.status is Status.UNAVAILABLE, message
+    assert f"bricks of volume {volume} do not answer" in message
+    assert "first lookup on root failed" in message
+    assert node.our_mounts() == []
+    assert clients_of(staging) == []
 
 
 async def test_killed_client_stats_abnormal_and_unpublish_unstage_succeed(node: Node) -> None:
