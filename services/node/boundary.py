@@ -16,7 +16,10 @@ root, and what is done there is done through descriptors of what was verified:
   unlinkat (`os.rmdir(name, dir_fd=...)`), which does not follow one.
 
 The result is a `Place`: the canonical (link-free) path, the last name, and the parent
-directory held open. Acting on what was verified, with no check-then-use gap:
+directory held open. A caller that requires a shape of path (`paths.validate_target`...)
+passes it as `check`: a canonical path that differs from the requested one must pass it too,
+so that a link inside the root cannot turn a target path into a staging path or kubelet's
+own directory. Acting on what was verified, with no check-then-use gap:
 
 - bind mounts and unmounts go through `/proc/<pid>/fd/<n>` of a descriptor opened from the
   held parent (`Place.look`): the kernel resolves such a magic link to the very directory or
@@ -54,6 +57,8 @@ from services.node.offloop import Hung, Lane
 from services.node.paths import validate
 
 T = TypeVar("T")
+# A check of a path's shape: (path, field) -> path, or InvalidArgument naming the field.
+Check = Callable[[str, str], str]
 
 MAX_LINKS = 40
 DIR_MODE = 0o750
@@ -210,16 +215,17 @@ class Tree:
 
     @contextlib.asynccontextmanager
     async def place(
-        self, path: str, field: str, *, make_parents: bool = False
+        self, path: str, field: str, *, make_parents: bool = False, check: Check | None = None
     ) -> AsyncIterator[Place]:
         """Resolve `path` (lexically valid and below the root: `paths.validate`).
 
         The last component may be missing (`Place.exists`); the directories above it must
         exist unless `make_parents`, else ParentMissing. INVALID_ARGUMENT for a link that
-        leads out of the root or a path that is itself a link; FAILED_PRECONDITION for a
-        component that is not a directory.
+        leads out of the root or a path that is itself a link, or for a canonical path that
+        fails `check(path, field)`; FAILED_PRECONDITION for a component that is not a
+        directory.
         """
-        resolve = functools.partial(self._resolve, path, field, make_parents)
+        resolve = functools.partial(self._resolve, path, field, make_parents, check)
         place = await run(self.lane, f"resolve {path}", resolve, self.seconds, Place.close)
         try:
             yield place
@@ -249,7 +255,7 @@ class Tree:
 
     # ---- blocking, in the lane ---------------------------------------------------------------
 
-    def _resolve(self, path: str, field: str, make_parents: bool) -> Place:
+    def _resolve(self, path: str, field: str, make_parents: bool, check: Check | None) -> Place:
         relative = validate(path, field, self.root)[len(self.root) :].strip("/")
         parts = deque(relative.split("/"))
         last = parts.pop()  # the path's own name: never followed, may be missing
@@ -267,12 +273,14 @@ class Tree:
         finally:
             for fd, _ in stack:
                 os.close(fd)
+        canonical = posixpath.join(self.root, *names, last)
         try:
+            if check is not None and canonical != path:
+                check(canonical, f"{field} (resolved through symbolic links)")
             exists = self._final_exists(parent_fd, last, field, path)
         except BaseException:
             os.close(parent_fd)
             raise
-        canonical = posixpath.join(self.root, *names, last)
         return Place(canonical, last, parent_fd, exists, self.lane, self.seconds)
 
     def _walk(

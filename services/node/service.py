@@ -161,8 +161,15 @@ class NodeService:
 
     # ---- helpers -------------------------------------------------------------------------
 
-    def _path(self, value: str, field: str) -> str:
-        return paths.validate(value, field, self.config.kubelet_root)
+    def _staging(self, value: str, field: str = "staging_target_path") -> str:
+        return paths.validate_staging(
+            value, field, self.config.kubelet_root, self.config.driver_name
+        )
+
+    def _target(self, value: str, field: str = "target_path") -> str:
+        return paths.validate_target(
+            value, field, self.config.kubelet_root, self.config.driver_name
+        )
 
     def log_file_for(self, volume: str, staging_path: str) -> str:
         digest = hashlib.sha256(staging_path.encode()).hexdigest()[:8]
@@ -203,7 +210,7 @@ class NodeService:
         self, request: csi_pb2.NodeStageVolumeRequest, ctx: RpcContext
     ) -> csi_pb2.NodeStageVolumeResponse:
         volume_id = check_volume_id(request.volume_id)
-        staging = self._path(request.staging_target_path, "staging_target_path")
+        staging = self._staging(request.staging_target_path)
         paths.validate_for_helper(staging, "staging_target_path")
         if not request.HasField("volume_capability"):
             raise InvalidArgument("volume_capability is required")
@@ -220,7 +227,9 @@ class NodeService:
         self, volume_id: str, requested: str, plan: GlusterMount, ctx: RpcContext
     ) -> None:
         field = "staging_target_path"
-        async with self.tree.place(requested, field, make_parents=True) as place:
+        async with self.tree.place(
+            requested, field, make_parents=True, check=self._staging
+        ) as place:
             staging = paths.validate_for_helper(place.path, field)
             existing = mountinfo.mount_at(self.mounter.mounts(), staging)
             previous = self.store.get(staging)
@@ -294,11 +303,13 @@ class NodeService:
         self, request: csi_pb2.NodeUnstageVolumeRequest, ctx: RpcContext
     ) -> csi_pb2.NodeUnstageVolumeResponse:
         volume_id = require(request.volume_id, "volume_id")
-        staging = self._path(request.staging_target_path, "staging_target_path")
+        staging = self._staging(request.staging_target_path)
 
         async def unstage() -> None:
             try:
-                async with self.tree.place(staging, "staging_target_path") as place:
+                async with self.tree.place(
+                    staging, "staging_target_path", check=self._staging
+                ) as place:
                     if await self.mounter.unmount(place, self.config.mount_timeout):
                         ctx.log.info("unstaged", staging_path=place.path)
                     await self.store.delete(place.path)
@@ -314,7 +325,7 @@ class NodeService:
         self, request: csi_pb2.NodePublishVolumeRequest, ctx: RpcContext
     ) -> csi_pb2.NodePublishVolumeResponse:
         volume_id = check_volume_id(request.volume_id)
-        target = self._path(request.target_path, "target_path")
+        target = self._target(request.target_path)
         if not request.HasField("volume_capability"):
             raise InvalidArgument("volume_capability is required")
         mount_flags_of(request.volume_capability, "volume_capability")
@@ -322,7 +333,7 @@ class NodeService:
             raise InvalidArgument(
                 "staging_target_path is required (this driver stages volumes: STAGE_UNSTAGE_VOLUME)"
             )
-        staging = self._path(request.staging_target_path, "staging_target_path")
+        staging = self._staging(request.staging_target_path)
         if target == staging:
             raise InvalidArgument("target_path must differ from staging_target_path")
         readonly = request.readonly or request.volume_capability.access_mode.mode in _READER_ONLY
@@ -336,9 +347,13 @@ class NodeService:
         self, volume_id: str, staging_path: str, target_path: str, readonly: bool, ctx: RpcContext
     ) -> None:
         try:
-            async with self.tree.place(staging_path, "staging_target_path") as staged:
+            async with self.tree.place(
+                staging_path, "staging_target_path", check=self._staging
+            ) as staged:
                 try:
-                    async with self.tree.place(target_path, "target_path") as target:
+                    async with self.tree.place(
+                        target_path, "target_path", check=self._target
+                    ) as target:
                         await self._publish_at(volume_id, staged, target, readonly, ctx)
                 except ParentMissing as exc:  # kubelet makes the target's parent
                     raise FailedPrecondition(exc.message) from None
@@ -409,11 +424,11 @@ class NodeService:
         self, request: csi_pb2.NodeUnpublishVolumeRequest, ctx: RpcContext
     ) -> csi_pb2.NodeUnpublishVolumeResponse:
         require(request.volume_id, "volume_id")
-        target = self._path(request.target_path, "target_path")
+        target = self._target(request.target_path)
 
         async def unpublish() -> None:
             try:
-                async with self.tree.place(target, "target_path") as place:
+                async with self.tree.place(target, "target_path", check=self._target) as place:
                     if await self.mounter.unmount(place, self.config.mount_timeout):
                         ctx.log.info("unpublished", target_path=place.path)
                     await self.tree.rmdir(place, "target_path")

@@ -5,25 +5,41 @@ so every node spec mounts a real GlusterFS volume. The test fails (never skips) 
 csi-sanity binary is missing, when any spec fails, and when a spec is skipped for a reason
 not listed in ALLOWED_SKIPS.
 
+The node accepts only the staging and target paths kubelet sends (services/node/paths.py):
+`<root>/plugins/kubernetes.io/csi/<driver>/<sha256>/globalmount` and
+`<root>/pods/<pod-uid>/volumes/kubernetes.io~csi/<pv-name>/mount`. csi-sanity stages at
+`-csi.stagingdir`, which is given that shape, but publishes at `<-csi.mountdir>/target`, a
+name it hard-codes; so it reaches the node through `KubeletTargets`, which renames that
+target `<-csi.mountdir>/mount` on the way (the mount directory is `.../<pv-name>`), and checks
+paths with a command that does the same.
+
 Reproduce by hand: `make up`, then run csi-sanity with the flags `sanity_argv` builds (the
-paths are printed by `make up`), or run `pytest -s tests/conformance`.
+paths are printed by `make up`) against a `KubeletTargets` of the node socket, or run
+`pytest -s tests/conformance`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import re
 import shutil
 import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+from google.protobuf.message import Message
+from grpclib.client import Channel
+from grpclib.server import Server, Stream
 
 from devtools.csi_client import GIB
 from devtools.localcluster import LocalCluster
+from services.common.proto import csi_grpc
 
 pytestmark = pytest.mark.gluster
 
@@ -139,17 +155,102 @@ def unexplained_skips(report: SanityReport) -> list[SpecResult]:
     return [s for s in report.with_status("skipped") if skip_reason(s) is None]
 
 
-def sanity_argv(binary: Path, cluster: LocalCluster, work: Path) -> list[str]:
-    """csi-sanity's command line for `cluster`; `work` holds the parameter file and report."""
+# The pod and PV that csi-sanity's paths name.
+SANITY_POD_UID = "c5a17e57-0000-4000-8000-000000000001"
+SANITY_PV = "csi-sanity-pv"
+SANITY_TARGET = "target"  # what csi-sanity appends to -csi.mountdir
+KUBELET_TARGET = "mount"  # what kubelet's target paths end with
+
+# csi-sanity's -csi.checkpathcmd: what is at a path, csi-sanity's target named as kubelet's.
+CHECK_PATH = f"""#!/bin/sh
+case "$1" in */{SANITY_TARGET}) p="${{1%/{SANITY_TARGET}}}/{KUBELET_TARGET}" ;; *) p="$1" ;; esac
+if [ -f "$p" ]; then echo file; elif [ -d "$p" ]; then echo directory
+elif [ -e "$p" ]; then echo other; else echo not_found; fi
+"""
+
+
+def sanity_dirs(cluster: LocalCluster) -> tuple[Path, Path]:
+    """csi-sanity's mount and staging directories, with kubelet's shapes (their parents
+    made: csi-sanity creates them with os.Mkdir before each spec, removes them after)."""
+    mount_dir = (cluster.kubelet_root / "pods" / SANITY_POD_UID / "volumes" / "kubernetes.io~csi"
+                 / SANITY_PV)
+    digest = hashlib.sha256(b"csi-sanity").hexdigest()
+    staging_dir = (cluster.kubelet_root / "plugins" / "kubernetes.io" / "csi"
+                   / cluster.driver_name / digest / "globalmount")
+    for path in (mount_dir, staging_dir):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return mount_dir, staging_dir
+
+
+class KubeletTargets:
+    """A unix socket that forwards csi-sanity's Identity and Node calls to the node, with
+    the target `<mount_dir>/target` (and paths below it) named `<mount_dir>/mount`."""
+
+    def __init__(self, node_socket: Path, mount_dir: Path, socket: Path) -> None:
+        self.channel = Channel(path=str(node_socket))
+        self.socket = socket
+        self.rename = (f"{mount_dir}/{SANITY_TARGET}", f"{mount_dir}/{KUBELET_TARGET}")
+        self.server = Server([self._forwarding(csi_grpc.IdentityBase, csi_grpc.IdentityStub),
+                              self._forwarding(csi_grpc.NodeBase, csi_grpc.NodeStub)])
+
+    @property
+    def endpoint(self) -> str:
+        return f"unix://{self.socket}"
+
+    def _renamed(self, request: Message) -> Message:
+        old, new = self.rename
+        for name in ("target_path", "volume_path"):
+            if name in request.DESCRIPTOR.fields_by_name:
+                value = getattr(request, name)
+                if value == old or value.startswith(old + "/"):
+                    setattr(request, name, new + value[len(old):])
+        return request
+
+    def _forwarding(self, base: Any, stub_type: Any) -> Any:
+        stub = stub_type(self.channel)
+        renamed = self._renamed
+
+        class Collector:
+            def __getattr__(self, method: str) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
+                async def forward(stream: Stream[Any, Any]) -> None:
+                    request = await stream.recv_message()
+                    assert request is not None
+                    await stream.send_message(await getattr(stub, method)(renamed(request)))
+                return forward
+
+        mapping = base.__mapping__(Collector())
+
+        class Service:
+            def __mapping__(self) -> Any:
+                return mapping
+
+        return Service()
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[KubeletTargets]:
+        await self.server.start(path=str(self.socket))
+        try:
+            yield self
+        finally:
+            self.server.close()
+            await self.server.wait_closed()
+            self.channel.close()
+
+
+def sanity_argv(binary: Path, cluster: LocalCluster, work: Path, node_endpoint: str) -> list[str]:
+    """csi-sanity's command line for `cluster`, reaching the node at `node_endpoint` (a
+    `KubeletTargets`); `work` holds the parameter file, the check-path command and the
+    report."""
     params = work / "volume-parameters.yaml"
     params.write_text("".join(f"{k}: {v!r}\n" for k, v in TEST_VOLUME_PARAMETERS.items()))
-    # csi-sanity makes these two directories itself (os.Mkdir: the parents must exist)
-    # and removes them after each spec; the node accepts only paths below its kubelet root.
-    mount_dir = cluster.kubelet_root / "pods" / "csi-sanity-mount"
-    staging_dir = cluster.kubelet_root / "plugins" / "kubernetes.io" / "csi" / "sanity-staging"
+    check_path = work / "check-path"
+    check_path.write_text(CHECK_PATH)
+    check_path.chmod(0o755)
+    mount_dir, staging_dir = sanity_dirs(cluster)
     return [
         str(binary),
-        "-csi.endpoint", cluster.node_endpoint,
+        "-csi.endpoint", node_endpoint,
+        "-csi.checkpathcmd", str(check_path),
         "-csi.controllerendpoint", cluster.controller_endpoint,
         "-csi.mountdir", str(mount_dir),
         "-csi.stagingdir", str(staging_dir),
@@ -187,8 +288,11 @@ async def test_csi_sanity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     binary = sanity_binary()
     log = tmp_path / "csi-sanity.log"
     async with LocalCluster(keep_logs=False) as cluster:
-        argv = sanity_argv(binary, cluster, tmp_path)
-        code = await run_sanity(argv, log)
+        mount_dir, _ = sanity_dirs(cluster)
+        proxy = KubeletTargets(cluster.node_socket, mount_dir, tmp_path / "node.sock")
+        async with proxy.serving():
+            argv = sanity_argv(binary, cluster, tmp_path, proxy.endpoint)
+            code = await run_sanity(argv, log)
         junit = tmp_path / "junit.xml"
         if not junit.exists():
             pytest.fail(f"csi-sanity exited with {code} without a junit report:\n"

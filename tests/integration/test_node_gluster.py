@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import os
 import signal
 import time
@@ -80,7 +81,9 @@ class Node:
         self.stub = csi_grpc.NodeStub(self.channel)
 
     def staging(self, name: str) -> str:
-        return f"{self.root}/plugins/kubernetes.io/csi/glusterfs.heketi.csi.io/{name}/globalmount"
+        """Where kubelet stages volume `name` (id `id-<name>`): the sha256 of the id."""
+        digest = hashlib.sha256(f"id-{name}".encode()).hexdigest()
+        return f"{self.root}/plugins/kubernetes.io/csi/glusterfs.heketi.csi.io/{digest}/globalmount"
 
     def target(self, pod: str, name: str) -> str:
         return f"{self.root}/pods/{pod}/volumes/kubernetes.io~csi/{name}/mount"

@@ -28,6 +28,7 @@ from tests.unit.test_node_service import (
     mount_cap,
     publish,
     stage_request,
+    staging_path,
     target_path,
     unpublish,
     unstage,
@@ -79,7 +80,7 @@ async def test_publish_below_a_symlinked_parent_creates_nothing_outside(root, fa
     await service.NodeStageVolume(stage_request(root), Ctx())
     (root / "pods").mkdir(parents=True, exist_ok=True)
     os.symlink(scratch, root / "pods" / "y")
-    target = f"{root}/pods/y/mount"
+    target = f"{root}/pods/y/volumes/kubernetes.io~csi/pv/mount"
     with pytest.raises(InvalidArgument, match="outside the kubelet root") as exc:
         await publish(service, root, target)
     assert f"{root}/pods/y" in exc.value.message
@@ -89,20 +90,22 @@ async def test_publish_below_a_symlinked_parent_creates_nothing_outside(root, fa
 
 async def test_stage_below_a_symlinked_parent_creates_and_mounts_nothing(root, fake, scratch):
     service = make(root, fake)
-    drv = root / "plugins" / "kubernetes.io" / "csi" / "drv"
+    staging = Path(stage_request(root).staging_target_path)
+    drv = staging.parent.parent
     drv.mkdir(parents=True)
-    os.symlink(scratch, drv / "abc")  # the staging path is .../drv/abc/globalmount
+    os.symlink(scratch, staging.parent)  # the staging path is .../drv/<sha256>/globalmount
     with pytest.raises(InvalidArgument, match="outside the kubelet root"):
         await service.NodeStageVolume(stage_request(root), Ctx())
-    os.symlink("../../../../..", drv / "up")  # a relative link that climbs out
+    up = drv / ("0" * 64)
+    os.symlink("../../../../..", up)  # a relative link that climbs out
     with pytest.raises(InvalidArgument, match="outside the kubelet root"):
         await service.NodeStageVolume(
-            stage_request(root, staging_target_path=f"{drv}/up/x/globalmount"), Ctx()
+            stage_request(root, staging_target_path=f"{up}/globalmount"), Ctx()
         )
     assert fake.mounts() == [] and fake.clients == []
     assert service.store.all() == []
     assert untouched(scratch)
-    assert not (root.parent / "x").exists()
+    assert not (root.parent / "globalmount").exists()
 
 
 async def test_a_staging_path_that_is_a_symlink_is_refused(root, fake, scratch):
@@ -157,7 +160,7 @@ async def test_a_symlink_loop_is_refused(root, fake):
     os.symlink("b", root / "pods" / "a")
     os.symlink("a", root / "pods" / "b")
     with pytest.raises(InvalidArgument, match="links"):
-        await publish(service, root, f"{root}/pods/a/mount")
+        await publish(service, root, f"{root}/pods/a/volumes/kubernetes.io~csi/pv/mount")
 
 
 async def test_a_publish_that_fails_after_binding_leaves_no_mount(root, fake, monkeypatch):
@@ -200,12 +203,58 @@ async def test_publish_when_the_parent_of_the_target_is_missing(root, fake):
             csi_pb2.NodePublishVolumeRequest(
                 volume_id="vol-id-1",
                 staging_target_path=stage_request(root).staging_target_path,
-                target_path=f"{root}/pods/nothing/here/mount",
+                target_path=f"{root}/pods/nothing/volumes/kubernetes.io~csi/pv/mount",
                 volume_capability=mount_cap(),
             ),
             Ctx(),
         )
     assert not (root / "pods" / "nothing").exists()
+
+
+async def test_kubelets_own_directories_are_never_mounted_on_or_unmounted(root, fake):
+    """`<root>/pods` as a target once bind-mounted the volume over every pod's directory."""
+    service = make(root, fake)
+    await service.NodeStageVolume(stage_request(root), Ctx())
+    staging = stage_request(root).staging_target_path
+    (root / "pods" / "uid").mkdir(parents=True)
+    for target in (f"{root}/pods", f"{root}/pods/uid", f"{root}/plugins", staging_path(root, "v2")):
+        with pytest.raises(InvalidArgument, match="target_path") as exc:
+            await publish(service, root, target)
+        assert "not a kubelet target path" in exc.value.message or (
+            "is a staging path, not a target path" in exc.value.message
+        )
+        with pytest.raises(InvalidArgument, match="target_path"):
+            await unpublish(service, target)
+    fake.add_mount("tmpfs", "tmpfs", f"{root}/pods")  # e.g. kubelet's pods on their own disk
+    for staging_target in (f"{root}/pods", target_path(root, "p")):
+        with pytest.raises(InvalidArgument, match="staging_target_path"):
+            await service.NodeStageVolume(
+                stage_request(root, staging_target_path=staging_target), Ctx()
+            )
+        with pytest.raises(InvalidArgument, match="staging_target_path"):
+            await service.NodeUnstageVolume(
+                csi_pb2.NodeUnstageVolumeRequest(
+                    volume_id="vol-id-1", staging_target_path=staging_target
+                ),
+                Ctx(),
+            )
+    assert mount_points(fake) == [staging, f"{root}/pods"]
+    assert sorted(os.listdir(root / "pods")) == ["p", "uid"]
+
+
+async def test_a_link_inside_the_root_cannot_turn_a_target_into_another_path(root, fake):
+    service = make(root, fake)
+    await service.NodeStageVolume(stage_request(root), Ctx())
+    staging = Path(stage_request(root).staging_target_path)
+    pod = Path(target_path(root, "p")).parent.parent  # <root>/pods/p/volumes/kubernetes.io~csi
+    os.symlink(staging.parent, pod / "to-staging")  # .../to-staging/mount -> <sha256>/mount
+    os.symlink("../../..", pod / "to-pods")  # .../to-pods/mount -> <root>/pods/mount
+    for link in ("to-staging", "to-pods"):
+        with pytest.raises(InvalidArgument, match="resolved through symbolic links") as exc:
+            await publish(service, root, f"{pod}/{link}/mount")
+        assert "not a kubelet target path" in exc.value.message
+    assert mount_points(fake) == [str(staging)]
+    assert not (staging.parent / "mount").exists() and not (root / "pods" / "mount").exists()
 
 
 # ---- the resolver itself --------------------------------------------------------------------

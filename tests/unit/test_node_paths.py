@@ -1,13 +1,25 @@
-"""Staging/target path validation: absolute, normalized, under the kubelet root."""
+"""Staging/target path validation: absolute, normalized, under the kubelet root, and in the
+shapes kubelet gives staging and target paths."""
 
 from __future__ import annotations
 
 import pytest
 
 from services.common.errors import InvalidArgument
-from services.node.paths import normalize_root, validate, validate_for_helper
+from services.node.paths import (
+    normalize_root,
+    validate,
+    validate_for_helper,
+    validate_staging,
+    validate_target,
+)
 
 ROOT = "/var/lib/kubelet"
+DRIVER = "glusterfs.heketi.csi.io"
+SHA = "6a0b3e4f" * 8
+TARGET = f"{ROOT}/pods/0f1e2d3c-aaaa-bbbb-cccc-123456789abc/volumes/kubernetes.io~csi/pvc-1/mount"
+STAGING = f"{ROOT}/plugins/kubernetes.io/csi/{DRIVER}/{SHA}/globalmount"
+OLD_STAGING = f"{ROOT}/plugins/kubernetes.io/csi/pv/pvc-1/globalmount"
 
 
 @pytest.mark.parametrize(
@@ -61,3 +73,67 @@ def test_relative_root_is_refused():
 def test_helper_unsafe_characters(path):
     with pytest.raises(InvalidArgument):
         validate_for_helper(path, "staging_target_path")
+
+
+def test_kubelet_shaped_paths_are_accepted():
+    assert validate_target(TARGET, "target_path", ROOT, DRIVER) == TARGET
+    for staging in (STAGING, OLD_STAGING):
+        assert validate_staging(staging, "staging_target_path", ROOT, DRIVER) == staging
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"{ROOT}/pods",
+        f"{ROOT}/pods/uid",
+        f"{ROOT}/pods/uid/volumes",
+        f"{ROOT}/pods/uid/volumes/kubernetes.io~csi",
+        f"{ROOT}/pods/uid/volumes/kubernetes.io~csi/pv",
+        f"{ROOT}/pods/uid/volumes/kubernetes.io~csi/pv/mount/deeper",
+        f"{ROOT}/pods/uid/volumes/kubernetes.io~nfs/pv/mount",
+        f"{ROOT}/pods/uid/volumes/kubernetes.io~csi/pv/vol_data.json",
+        f"{ROOT}/plugins/kubernetes.io/csi/{DRIVER}",
+        f"{ROOT}/x/uid/volumes/kubernetes.io~csi/pv/mount",
+        f"{ROOT}/plugins_registry",
+    ],
+)
+def test_other_target_shapes_are_refused_naming_the_field(path):
+    with pytest.raises(InvalidArgument, match="not a kubelet target path") as exc:
+        validate_target(path, "target_path", ROOT, DRIVER)
+    assert exc.value.message.startswith("target_path ")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"{ROOT}/plugins",
+        f"{ROOT}/plugins/kubernetes.io/csi/{DRIVER}/{SHA}",
+        f"{ROOT}/plugins/kubernetes.io/csi/{DRIVER}/{SHA}/globalmount/x",
+        f"{ROOT}/plugins/kubernetes.io/csi/{DRIVER}/abc/globalmount",  # not a sha256
+        f"{ROOT}/plugins/kubernetes.io/csi/{DRIVER}/{SHA.upper()}/globalmount",
+        f"{ROOT}/plugins/kubernetes.io/csi/other.driver/{SHA}/globalmount",
+        f"{ROOT}/plugins/kubernetes.io/csi/{DRIVER}/{SHA}/mount",
+        f"{ROOT}/plugins/{DRIVER}/{SHA}/globalmount",
+        f"{ROOT}/pods/uid/volumes/kubernetes.io~csi/pv/globalmount",
+    ],
+)
+def test_other_staging_shapes_are_refused_naming_the_field(path):
+    with pytest.raises(InvalidArgument, match="not a kubelet staging path") as exc:
+        validate_staging(path, "staging_target_path", ROOT, DRIVER)
+    assert exc.value.message.startswith("staging_target_path ")
+
+
+def test_a_staging_path_is_no_target_and_a_target_path_no_staging_path():
+    for staging in (STAGING, OLD_STAGING):
+        with pytest.raises(InvalidArgument, match="is a staging path, not a target path"):
+            validate_target(staging, "target_path", ROOT, DRIVER)
+    with pytest.raises(InvalidArgument, match="is a target path, not a staging path"):
+        validate_staging(TARGET, "staging_target_path", ROOT, DRIVER)
+
+
+def test_shapes_are_checked_after_the_lexical_rules():
+    with pytest.raises(InvalidArgument, match="not below"):
+        validate_target("/etc/pods/u/volumes/kubernetes.io~csi/pv/mount", "target_path", ROOT,
+                        DRIVER)
+    with pytest.raises(InvalidArgument, match="normalized"):
+        validate_staging(STAGING + "/", "staging_target_path", ROOT, DRIVER)

@@ -7,6 +7,7 @@ call leaves in the mount table."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import threading
 import time
@@ -96,10 +97,16 @@ def mount_cap(*flags: str, mode: int = MODE) -> Cap:
     )  # type: ignore[arg-type]
 
 
+def staging_path(root: Path, volume_id: str = "vol-id-1") -> str:
+    """Where kubelet stages `volume_id` for driver `drv`."""
+    digest = hashlib.sha256(volume_id.encode()).hexdigest()
+    return f"{root}/plugins/kubernetes.io/csi/drv/{digest}/globalmount"
+
+
 def stage_request(root: Path, **overrides: Any) -> csi_pb2.NodeStageVolumeRequest:
     fields: dict[str, Any] = {
         "volume_id": "vol-id-1",
-        "staging_target_path": f"{root}/plugins/kubernetes.io/csi/drv/abc/globalmount",
+        "staging_target_path": staging_path(root),
         "volume_capability": mount_cap(),
         "volume_context": {"volume": "vol_1", "hosts": "h1,h2"},
     }
@@ -201,7 +208,7 @@ async def test_stage_refuses_bad_requests(root, overrides, message):
 async def test_publish_and_unpublish_validate_paths(root):
     service = make(root)
     req = csi_pb2.NodePublishVolumeRequest(
-        volume_id="v", target_path=f"{root}/pods/p/mount", volume_capability=mount_cap()
+        volume_id="v", target_path=target_path(root, "p"), volume_capability=mount_cap()
     )
     with pytest.raises(InvalidArgument, match="staging_target_path is required"):
         await service.NodePublishVolume(req, Ctx())
@@ -507,7 +514,7 @@ async def test_hung_lookups_inside_a_mount_do_not_starve_the_other_rpcs(root, fa
         ]
         polls.append(asyncio.create_task(stats(service, rw)))
         # A healthy volume is staged and published within its deadline meanwhile.
-        other = f"{root}/plugins/kubernetes.io/csi/drv/def/globalmount"
+        other = staging_path(root, "vol-id-2")
         await asyncio.wait_for(
             service.NodeStageVolume(
                 stage_request(
