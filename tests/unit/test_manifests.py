@@ -1,23 +1,21 @@
 """The Kubernetes manifests under k8s/: they build, validate, agree with each other, and pass
 the heketi-csi processes exactly the flags the CLI accepts.
 
-Every kustomization directory is rendered with `kubectl kustomize` when kubectl is installed;
-without it a small fallback renderer loads the listed resources and generators (no patches),
-so the checks below still run on every machine. Built-in kinds are validated offline with
-`kubernetes-validate` (strict: unknown fields are errors) for the oldest Kubernetes we support
-and the newest the package knows. The VolumeSnapshot kinds are CRDs the package has no schema
+Every kustomization directory is rendered with `kubectl kustomize`, by the kubectl of the
+Kubernetes version the local cluster builds (`python -m devtools.k8s build`; .ci/run builds it
+before the tests), so patches and generators are rendered for real. Built-in kinds are
+validated offline with `kubernetes-validate` (strict: unknown fields are errors) for the oldest
+Kubernetes we support and the newest the package knows. The VolumeSnapshot kinds are CRDs the package has no schema
 for; they are checked structurally.
 """
 
 from __future__ import annotations
 
 import base64
-import copy
 import functools
 import json
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -56,6 +54,7 @@ CONTRACT_FLAGS: dict[str, set[str]] = {
     "node": _COMMON | {
         "--http-endpoint", "--node-id", "--kubelet-root", "--gluster-log-dir",
         "--gluster-log-level", "--mount-timeout", "--stats-timeout", "--repair-interval",
+        "--health-timeout", "--client-cgroup-root", "--delete-stale-pods",
     },
     "registrar": {
         "--csi-address", "--kubelet-registration-path", "--plugin-registration-dir",
@@ -120,8 +119,15 @@ def load_kustomization(directory: Path) -> Obj:
 
 
 @functools.cache
-def kubectl() -> str | None:
-    return shutil.which("kubectl")
+def kubectl() -> str:
+    """The kubectl of the local cluster's Kubernetes version (built once, cached)."""
+    from devtools.k8s.build import binary
+
+    path = binary("kubectl")
+    if not path.is_file():
+        pytest.fail(f"{path} is not built: `make k8s-build` (or .ci/run) builds it",
+                    pytrace=False)
+    return str(path)
 
 
 def _split_image(image: str) -> tuple[str, str | None]:
@@ -157,82 +163,21 @@ def pod_spec(obj: Obj) -> Obj | None:
     return None
 
 
-_CLUSTER_SCOPED = {
-    "Namespace", "ClusterRole", "ClusterRoleBinding", "CSIDriver", "StorageClass",
-    "VolumeSnapshotClass", "PersistentVolume", "CustomResourceDefinition", "PriorityClass",
-}
-
-
-def _fallback_generated(spec: Obj, kind: str, directory: Path, namespace: str | None) -> Obj:
-    data: dict[str, str] = {}
-    for entry in spec.get("files", []):
-        key, _, source = entry.partition("=") if "=" in entry else (None, "", entry)
-        path = directory / source
-        data[key or path.name] = path.read_text(encoding="utf-8")
-    for literal in spec.get("literals", []):
-        key, _, value = literal.partition("=")
-        data[key] = value
-    meta: Obj = {"name": spec["name"]}
-    ns = spec.get("namespace", namespace)
-    if ns:
-        meta["namespace"] = ns
-    obj: Obj = {"apiVersion": "v1", "kind": kind, "metadata": meta}
-    if kind == "Secret":
-        obj["type"] = spec.get("type", "Opaque")
-        obj["stringData"] = data
-    else:
-        obj["data"] = data
-    return obj
-
-
-def render_fallback(directory: Path) -> list[Obj]:
-    """Approximate `kubectl kustomize`: resources, generators, namespace and images.
-
-    Patches are not applied (the checks below do not depend on them); kubectl, where
-    installed, renders them for real in test_kustomize_build.
-    """
-    kustomization = load_kustomization(directory)
-    namespace = kustomization.get("namespace")
-    objects: list[Obj] = []
-    for entry in kustomization.get("resources", []):
-        target = (directory / entry).resolve()
-        if target.is_dir():
-            objects.extend(render_fallback(target))
-        else:
-            objects.extend(copy.deepcopy(load_docs(target)))
-    for spec in kustomization.get("configMapGenerator", []):
-        objects.append(_fallback_generated(spec, "ConfigMap", directory, namespace))
-    for spec in kustomization.get("secretGenerator", []):
-        objects.append(_fallback_generated(spec, "Secret", directory, namespace))
-    for obj in objects:
-        if namespace and obj.get("kind") not in _CLUSTER_SCOPED:
-            obj.setdefault("metadata", {})["namespace"] = namespace
-        for image in kustomization.get("images", []):
-            for container in containers_of(obj):
-                name, _tag = _split_image(container["image"])
-                if name == image["name"]:
-                    container["image"] = f"{image.get('newName', name)}:{image['newTag']}"
-    return objects
-
-
 @functools.cache
-def _build_cached(directory: Path) -> tuple[str, str]:
-    """(rendered YAML, renderer) of a kustomization directory."""
-    tool = kubectl()
-    if tool is None:
-        return yaml.safe_dump_all(render_fallback(directory)), "fallback"
+def _build_cached(directory: Path) -> str:
+    """The rendered YAML of a kustomization directory."""
     result = subprocess.run(
-        [tool, "kustomize", str(directory)], capture_output=True, text=True, timeout=120,
+        [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=120,
         check=False,
     )
     if result.returncode != 0:
         raise AssertionError(f"kubectl kustomize {_rel(directory)} failed:\n{result.stderr}")
-    return result.stdout, "kubectl"
+    return result.stdout
 
 
 def build(directory: Path) -> list[Obj]:
     """The objects of a kustomization directory (a fresh copy each call)."""
-    text, _renderer = _build_cached(directory)
+    text = _build_cached(directory)
     return [doc for doc in yaml.safe_load_all(text) if doc is not None]
 
 
@@ -366,7 +311,7 @@ def test_every_manifest_belongs_to_a_kustomization() -> None:
 
 @pytest.mark.parametrize("directory", kustomization_dirs(), ids=lambda p: _rel(p))
 def test_kustomization_references_exist(directory: Path) -> None:
-    """What the fallback renderer relies on, and what kustomize needs on disk."""
+    """What kustomize needs on disk."""
     kustomization = load_kustomization(directory)
     assert kustomization.get("apiVersion") == "kustomize.config.k8s.io/v1beta1"
     assert kustomization.get("kind") == "Kustomization"
@@ -389,14 +334,10 @@ def test_kustomization_references_exist(directory: Path) -> None:
         for entry in generator.get("files", []):
             source = entry.split("=", 1)[-1]
             assert (directory / source).is_file(), f"generator file {source} is missing"
-    assert render_fallback(directory), "the fallback renderer found no objects"
 
 
 @pytest.mark.parametrize("directory", kustomization_dirs(), ids=lambda p: _rel(p))
 def test_kustomize_build(directory: Path) -> None:
-    if kubectl() is None:
-        pytest.skip("kubectl is not installed; test_kustomization_references_exist covers "
-                    "the files with the fallback renderer")
     objects = build(directory)
     assert objects, f"kubectl kustomize {_rel(directory)} rendered nothing"
     ids = [obj_id(o) for o in objects]
@@ -900,11 +841,20 @@ def test_controller_service_account_has_what_the_sidecars_need() -> None:
     assert leases and all(o["metadata"]["namespace"] == "heketi-csi" for o in leases)
 
 
-def test_node_service_account_has_no_grants() -> None:
+def test_node_service_account_may_only_look_at_pods_tell_them_and_evict_them() -> None:
+    """After a repair the node reads the pods of the volume, records Events on them and,
+    with --delete-stale-pods, evicts them; only its own container gets the token."""
     objects = build(K8S / "base")
-    assert _granted(objects, "heketi-csi", "heketi-csi-node") == set()
+    assert _granted(objects, "heketi-csi", "heketi-csi-node") == {
+        ("", "pods", "get"), ("", "pods", "list"), ("", "persistentvolumeclaims", "get"),
+        ("", "events", "create"), ("", "events", "patch"), ("", "pods/eviction", "create"),
+    }
     daemonset = one(objects, "DaemonSet", "heketi-csi-node")
-    assert daemonset["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    spec = daemonset["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    tokens = {c["name"] for c in spec["containers"] for m in c.get("volumeMounts", [])
+              if m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"}
+    assert tokens == {"heketi-csi-node"}
 
 
 def test_heketi_may_exec_into_the_glusterd_pods() -> None:
@@ -1072,8 +1022,6 @@ def test_examples_reference_each_other() -> None:
 
 
 def test_expansion_example_grows_the_claim() -> None:
-    if kubectl() is None:
-        pytest.skip("the fallback renderer does not apply patches; kubectl does")
     before = one(build(K8S / "examples"), "PersistentVolumeClaim", "data")
     after = one(build(K8S / "examples/expand"), "PersistentVolumeClaim", "data")
     size_before = before["spec"]["resources"]["requests"]["storage"]
@@ -1115,8 +1063,7 @@ def test_e2e_overlay_replaces_heketi_with_the_simulator() -> None:
     admin = one(objects, "Secret", "heketi-admin")
     assert secret_data(jwt)["admin-key"] == secret_data(admin)["key"]
     params = one(objects, "StorageClass", "glusterfs-csi")["parameters"]
-    if kubectl() is not None:
-        assert params["volumetype"] == "none", "one kind node: no replication"
+    assert params["volumetype"] == "none", "one node: no replication"
 
 
 def test_e2e_simulator_uses_the_hosts_glusterd() -> None:
@@ -1143,8 +1090,6 @@ def test_e2e_simulator_uses_the_hosts_glusterd() -> None:
 def test_local_overlay_fits_the_local_cluster() -> None:
     """k8s/local: e2e with the images built here (never pulled) and Heketi at the node IP,
     since that cluster has neither DNS nor kube-proxy."""
-    if kubectl() is None:
-        pytest.skip("the fallback renderer does not apply patches; kubectl does")
     objects = build(K8S / "local")
     ours = [c for o in objects for c in containers_of(o)
             if _split_image(c["image"])[0] in (DRIVER_IMAGE, DEV_IMAGE)]
@@ -1157,8 +1102,6 @@ def test_local_overlay_fits_the_local_cluster() -> None:
 
 
 def test_e2e_simulator_flags_exist_in_its_help() -> None:
-    if not (REPO / "devtools/heketi_sim/__main__.py").exists():
-        pytest.skip("devtools/heketi_sim has no __main__ yet")
     flags = help_flags("devtools.heketi_sim")
     used = set(flags_of(_simulator_container()["args"]))
     assert used <= flags, f"python -m devtools.heketi_sim --help lacks {used - flags}"

@@ -68,7 +68,8 @@ def _binary(name: str) -> Path:
 
     path = binary(name)
     if not path.is_file():
-        pytest.skip(f"{name} is not built (python -m devtools.k8s build)")
+        pytest.fail(f"{name} is not built: `make k8s-build` (or .ci/run) builds it",
+                    pytrace=False)
     return path
 
 
