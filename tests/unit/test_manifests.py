@@ -5,8 +5,8 @@ Every kustomization directory is rendered with `kubectl kustomize`, by the kubec
 Kubernetes version the local cluster builds (`python -m devtools.k8s build`; .ci/run builds it
 before the tests), so patches and generators are rendered for real. Built-in kinds are
 validated offline with `kubernetes-validate` (strict: unknown fields are errors) for the oldest
-Kubernetes we support and the newest the package knows. The VolumeSnapshot kinds are CRDs the package has no schema
-for; they are checked structurally.
+Kubernetes we support and the newest the package knows. The VolumeSnapshot kinds are CRDs
+the package has no schema for; they are checked structurally.
 """
 
 from __future__ import annotations
