@@ -5,7 +5,9 @@ Like mount-utils' `FakeMounter`, it keeps a mount table of its own (`Mount` entr
 canonical path of the verified place (`services.node.boundary.Place`) it is given:
 
 - `mount_glusterfs` adds a `fuse.glusterfs` mount of a filesystem of its own (a new device)
-  and starts a pretend gluster client for it (a pid, with the source and options it got);
+  and starts a pretend gluster client for it (a pid, with the source and options it got), in
+  the client group it names (a cgroup outside the node container) or, without one, in the
+  node's container;
 - `bind` adds a mount showing the same device and root as the mount at its source, read-only
   if asked (or if the source is);
 - `unmount` removes every mount stacked at a path; a client ends with the last mount of its
@@ -14,8 +16,15 @@ canonical path of the verified place (`services.node.boundary.Place`) it is give
   broken one, and it blocks on a hung one until released. A path outside every mount is the
   real directory (it lives in the test's tmp_path), and so are mount points: they must exist.
 
+The machine outlives the node process: a test that "restarts" the node builds a new service
+on the same fake. `restart_container` is what a restart of the node container does to the
+clients: those in no client group die with it (their mounts answer ENOTCONN), the others
+live on. Processes: `group_pids`, `groups`, `end_group` (kills what is left), `process_state`
+('S', 'T' when stopped, None when gone) and `wait_exit` (woken when the client ends).
+
 Trouble on demand: `vanish` (something else unmounted a path), `kill_client` (the client
-died: ENOTCONN and no pid, as after `kill -9`),
+died: ENOTCONN and no pid, as after `kill -9`), `stop_client`/`continue_client` (SIGSTOP:
+statvfs blocks, the state is 'T'),
 `break_mount` (any errno, client alive), `hang` (statvfs blocks until `unhang`), `refuse`
 (mounts of a volume fail as for a missing volume), `hold_mounts` (mounts wait until
 `release_mounts`, or fail with MountTimeout at their deadline; `wait_pending` sees them).
@@ -29,7 +38,7 @@ import itertools
 import os
 import posixpath
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from services.common.errors import DeadlineExceeded, Internal
@@ -62,6 +71,8 @@ class FakeClient:
     options: tuple[str, ...]
     log_file: str
     device: Device
+    group: str | None = None
+    stopped: bool = False
 
 
 def _is_dir(path: str) -> bool:
@@ -75,7 +86,12 @@ class FakeMounter(Mounter):
     def __init__(self) -> None:
         self.table: list[Mount] = []
         self.clients: list[FakeClient] = []
+        self.cgroups: set[str] = set()  # client groups that exist
+        self.started = 0  # clients started, ever
         self.pending: set[str] = set()  # targets of mounts in progress
+        self._exits: dict[int, asyncio.Event] = {}
+        # Mount helpers of held mounts: pid -> (client group, killed).
+        self._helpers: dict[int, tuple[str | None, asyncio.Event]] = {}
         self._errors: dict[Device, int] = {}
         self._hung: dict[Device, threading.Event] = {}
         self._refused: dict[str, str] = {}
@@ -95,16 +111,28 @@ class FakeMounter(Mounter):
             return list(self.table)
 
     async def mount_glusterfs(
-        self, source: str, target: Place, options: Sequence[str], log_file: str, seconds: float
+        self,
+        source: str,
+        target: Place,
+        options: Sequence[str],
+        log_file: str,
+        seconds: float,
+        group: str | None = None,
     ) -> Mount:
-        return await self._mount(source, target.path, options, log_file, seconds)
+        return await self._mount(source, target.path, options, log_file, seconds, group)
 
     async def _mount(
-        self, source: str, target: str, options: Sequence[str], log_file: str, seconds: float
+        self,
+        source: str,
+        target: str,
+        options: Sequence[str],
+        log_file: str,
+        seconds: float,
+        group: str | None = None,
     ) -> Mount:
         if not await asyncio.to_thread(_is_dir, target):
             raise MountFailed(f"mounting {source} at {target} failed: mount point does not exist")
-        await self._wait_until_released(source, target, seconds)
+        await self._wait_until_released(source, target, seconds, group)
         volume = volume_of_source(source)
         if volume in self._refused:
             raise MountFailed(
@@ -119,9 +147,11 @@ class FakeMounter(Mounter):
                       GLUSTER_FSTYPE, source, (mode, *_FUSE_SUPER))
         with self._lock:
             self.table.append(mount)
-            self.clients.append(
-                FakeClient(next(self._pids), source, target, tuple(options), log_file, device)
-            )
+            self.clients.append(FakeClient(next(self._pids), source, target, tuple(options),
+                                           log_file, device, group))
+            self.started += 1
+            if group is not None:
+                self.cgroups.add(group)
         return mount
 
     async def bind(self, source: Place, target: Place, readonly: bool, seconds: float) -> Mount:
@@ -151,6 +181,31 @@ class FakeMounter(Mounter):
     async def client_pids(self, mount_point: str) -> list[int]:
         return [c.pid for c in self.clients if c.mount_point == mount_point]
 
+    async def group_pids(self, group: str) -> list[int]:
+        helpers = [pid for pid, (g, _) in self._helpers.items() if g == group]
+        return [c.pid for c in self.clients if c.group == group] + helpers
+
+    async def groups(self) -> list[str]:
+        return sorted(self.cgroups)
+
+    async def end_group(self, group: str, grace: float) -> None:
+        for helper_group, killed in list(self._helpers.values()):
+            if helper_group == group:
+                killed.set()
+        self._end_clients(lambda c: c.group == group)
+        self.cgroups.discard(group)
+
+    async def process_state(self, pid: int) -> str | None:
+        client = next((c for c in self.clients if c.pid == pid), None)
+        if client is None:
+            return None
+        return "T" if client.stopped else "S"
+
+    async def wait_exit(self, pid: int) -> None:
+        if not any(c.pid == pid for c in self.clients):
+            return
+        await self._exits.setdefault(pid, asyncio.Event()).wait()
+
     def usage(self, path: str) -> Usage:
         while True:
             with self._lock:
@@ -169,27 +224,49 @@ class FakeMounter(Mounter):
 
     # ---- trouble on demand ------------------------------------------------------------------
 
-    def vanish(self, target: str) -> bool:
-        """Everything mounted at `target` is unmounted (by the node, or by someone else)."""
+    def vanish(self, target: str, keep_clients: bool = False) -> bool:
+        """Everything mounted at `target` is unmounted (by the node, or by someone else).
+        `keep_clients`: a lazy unmount that something still holds; the clients live on."""
         with self._lock:
             gone = [m for m in self.table if m.mount_point == target]
             self.table = [m for m in self.table if m.mount_point != target]
             left = {m.device for m in self.table}
-            for device in {m.device for m in gone} - left:
-                # The last mount of a FUSE filesystem is gone: so is its client.
-                self.clients = [c for c in self.clients if c.device != device]
+            ended = {m.device for m in gone} - left
+            for device in ended:
                 self._errors.pop(device, None)
                 hung = self._hung.pop(device, None)
                 if hung is not None:
                     hung.set()
+        # The last mount of a FUSE filesystem is gone: so is its client.
+        if not keep_clients:
+            self._end_clients(lambda c: c.device in ended, broken=False)
         return bool(gone)
 
     def kill_client(self, path: str) -> None:
         """The gluster client of the mount at `path` dies: its mounts answer ENOTCONN."""
         device = self._device_at(path)
-        with self._lock:
-            self.clients = [c for c in self.clients if c.device != device]
-            self._errors[device] = errno.ENOTCONN
+        self._end_clients(lambda c: c.device == device)
+
+    def restart_container(self) -> list[int]:
+        """The node container stops: the clients in no client group die with it (their
+        mounts answer ENOTCONN). Returns their pids."""
+        return self._end_clients(lambda c: c.group is None)
+
+    def stop_client(self, path: str) -> None:
+        """SIGSTOP the gluster client of the mount at `path`: statvfs blocks until
+        `continue_client`, its state is 'T'."""
+        device = self._device_at(path)
+        for client in self.clients:
+            if client.device == device:
+                client.stopped = True
+        self.hang(path)
+
+    def continue_client(self, path: str) -> None:
+        device = self._device_at(path)
+        for client in self.clients:
+            if client.device == device:
+                client.stopped = False
+        self.unhang(path)
 
     def break_mount(self, path: str, code: int = errno.ENOTCONN) -> None:
         """The filesystem at `path` answers `code` (its client, if any, lives on)."""
@@ -251,6 +328,19 @@ class FakeMounter(Mounter):
 
     # ---- internals --------------------------------------------------------------------------
 
+    def _end_clients(self, which: Callable[[FakeClient], bool], broken: bool = True
+                     ) -> list[int]:
+        """Clients matching `which` end; their mounts answer ENOTCONN if `broken`."""
+        with self._lock:
+            ended = [c for c in self.clients if which(c)]
+            self.clients = [c for c in self.clients if not which(c)]
+            if broken:
+                for client in ended:
+                    self._errors[client.device] = errno.ENOTCONN
+        for client in ended:
+            self._exits.setdefault(client.pid, asyncio.Event()).set()
+        return [c.pid for c in ended]
+
     def _covering(self, path: str) -> Mount | None:
         """The mount that `path` lies on: the deepest mount point above it, the last one
         stacked there."""
@@ -280,19 +370,34 @@ class FakeMounter(Mounter):
         if code is not None:
             raise Internal(f"{what} failed: {origin.mount_point}: {os.strerror(code)}")
 
-    async def _wait_until_released(self, source: str, target: str, seconds: float) -> None:
+    async def _wait_until_released(
+        self, source: str, target: str, seconds: float, group: str | None
+    ) -> None:
+        """A held mount: its helper is a process of `group` until it ends; `end_group`
+        kills it (the mount then fails)."""
         held = self._held
         if held is None:
             return
+        helper = next(self._pids)
+        killed = asyncio.Event()
+        self._helpers[helper] = (group, killed)
         async with self._pending_changed:
             self.pending.add(target)
             self._pending_changed.notify_all()
+        waiters = [asyncio.ensure_future(held.wait()), asyncio.ensure_future(killed.wait())]
         try:
-            await asyncio.wait_for(held.wait(), seconds)
-        except TimeoutError:
-            raise MountTimeout(
-                f"mounting {source} at {target} did not finish within {seconds:g} s; the "
-                "mount and its gluster client were killed"
-            ) from None
+            done, _ = await asyncio.wait(waiters, timeout=seconds,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if killed.is_set():
+                raise MountFailed(f"mounting {source} at {target} failed: the mount helper "
+                                  "was killed")
+            if not done:
+                raise MountTimeout(
+                    f"mounting {source} at {target} did not finish within {seconds:g} s; the "
+                    "mount and its gluster client were killed"
+                )
         finally:
+            for waiter in waiters:
+                waiter.cancel()
+            self._helpers.pop(helper, None)
             self.pending.discard(target)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import os
 import shutil
 
 from aiohttp import web
 
+from services.common.commands import CommandTimeout, run_command
 from services.common.config import add_common_flags, add_flag, unix_socket_path
 from services.common.errors import InvalidArgument
 from services.common.health import (
@@ -23,15 +25,24 @@ from services.common.keyed_operations import KeyedOperations
 from services.common.logging import get_logger
 from services.common.metrics import start_metrics_server
 from services.common.server import run_grpc_server
+from services.node.adopt import adopt
+from services.node.aftercare import Aftercare
+from services.node.clients import ClientCgroups
 from services.node.fsstat import FsProbe
-from services.node.mounter import SystemMounter
+from services.node.mounter import DEFAULT_SCRATCH, SystemMounter
 from services.node.mountopts import LOG_LEVELS
 from services.node.paths import normalize_root, validate_for_helper
+from services.node.pods import Pods
+from services.node.pods import connect as connect_pods
 from services.node.repair import Repairer
 from services.node.service import NodeConfig, NodeService
 from services.node.state import StateStore, state_dir
 
 _log = get_logger("node.main")
+
+# The client group that start-up runs `true` in, to see that client groups work here.
+PROBE_GROUP = "probe"
+PROBE_SECONDS = 10.0
 
 DEFAULT_ENDPOINT = "unix:///var/lib/kubelet/plugins/glusterfs.heketi.csi.io/csi.sock"
 
@@ -91,8 +102,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         env="REPAIR_INTERVAL",
         default="30",
         type=float,
-        help="seconds between scans that re-mount broken volumes; 0 = only at start-up",
+        help="seconds between health passes (re-mount volumes whose gluster client died, "
+        "report stopped or hung ones, look again at pods with stale mounts); 0 = only at "
+        "start-up. A client that dies is re-mounted at once anyway",
     )
+    add_flag(
+        parser,
+        "--health-timeout",
+        env="HEALTH_TIMEOUT",
+        default="1.5",
+        type=float,
+        help="seconds a mounted volume may take to answer statvfs in NodeGetVolumeStats and "
+        "health passes before it is reported abnormal (hung)",
+    )
+    add_flag(
+        parser,
+        "--client-cgroup-root",
+        env="CLIENT_CGROUP_ROOT",
+        default="",
+        help="the host's /sys/fs/cgroup as mounted in the node container: each gluster "
+        "client then runs in a cgroup of its own there and outlives restarts and upgrades "
+        "of the node container; empty: clients run in the node's own cgroups and die with "
+        "its container (docs/node-recovery.md)",
+    )
+    add_flag(
+        parser,
+        "--delete-stale-pods",
+        env="DELETE_STALE_PODS",
+        default="false",
+        type=_boolean,
+        help="evict pods (with a controller that re-creates them) whose containers still see "
+        "the dead mount of a repaired volume because they mount it without "
+        "mountPropagation: HostToContainer; needs API access (true or false)",
+    )
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+    return value in ("true", "1", "yes")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -114,9 +163,11 @@ def check_arguments(args: argparse.Namespace) -> None:
             + ", ".join(sorted(LOG_LEVELS))
         )
     args.gluster_log_level = level
-    for flag in ("mount_timeout", "stats_timeout"):
+    for flag in ("mount_timeout", "stats_timeout", "health_timeout"):
         if getattr(args, flag) <= 0:
             raise InvalidArgument(f"--{flag.replace('_', '-')} must be positive")
+    if args.client_cgroup_root and not args.client_cgroup_root.startswith("/"):
+        raise InvalidArgument("--client-cgroup-root must be an absolute path")
     if args.repair_interval < 0:
         raise InvalidArgument("--repair-interval must be 0 or positive")
     if args.http_endpoint:
@@ -132,7 +183,34 @@ def can_mount() -> bool:
     return mount_helper_present() and os.path.exists("/dev/fuse")
 
 
-def build_service(args: argparse.Namespace) -> NodeService:
+async def client_cgroups(args: argparse.Namespace) -> ClientCgroups | None:
+    """The cgroups the gluster clients run in, or None (in the node's own) when not
+    configured or not usable here (logged: clients then die with the node container).
+    Usable means a process started in one really is a member of it."""
+    if not args.client_cgroup_root:
+        return None
+    try:
+        cgroups = await asyncio.to_thread(
+            ClientCgroups.find, args.client_cgroup_root, args.driver_name)
+        prefix = await asyncio.to_thread(cgroups.exec_prefix, PROBE_GROUP)
+        try:
+            result = await run_command([*prefix, "true"], PROBE_SECONDS)
+        finally:
+            await asyncio.to_thread(cgroups.remove, PROBE_GROUP)
+        if result.returncode != 0:
+            raise OSError(result.output or f"exit status {result.returncode}")
+    except (OSError, ValueError, CommandTimeout) as exc:
+        _log.error("cannot run gluster clients outside the node container; they die with it",
+                   client_cgroup_root=args.client_cgroup_root, error=str(exc))
+        return None
+    _log.info("gluster clients run outside the node container",
+              hierarchies=[str(h) for h in cgroups.hierarchies], parent=cgroups.parent)
+    return cgroups
+
+
+def build_service(
+    args: argparse.Namespace, pods: Pods | None = None, cgroups: ClientCgroups | None = None
+) -> NodeService:
     config = NodeConfig(
         node_id=args.node_id,
         driver_name=args.driver_name,
@@ -142,11 +220,16 @@ def build_service(args: argparse.Namespace) -> NodeService:
         mount_timeout=args.mount_timeout,
         stats_timeout=args.stats_timeout,
     )
-    mounter = SystemMounter()
+    scratch = DEFAULT_SCRATCH / hashlib.sha256(
+        f"{config.kubelet_root}:{config.driver_name}".encode()).hexdigest()[:12]
+    mounter = SystemMounter(cgroups=cgroups, scratch=scratch)
     store = StateStore(state_dir(config.kubelet_root, config.driver_name))
     probe = FsProbe(config.stats_timeout, mounter.usage)
     locks = KeyedOperations()
-    repairer = Repairer(mounter, store, probe, locks, config.kubelet_root, config.mount_timeout)
+    aftercare = Aftercare(pods, store, config.kubelet_root, config.node_id,
+                          delete_stale=args.delete_stale_pods)
+    repairer = Repairer(mounter, store, probe, locks, config.kubelet_root, config.mount_timeout,
+                        aftercare=aftercare, health_timeout=args.health_timeout)
     return NodeService(config, mounter, store, probe, locks, repairer)
 
 
@@ -156,8 +239,15 @@ async def readiness() -> bool:
 
 async def run(args: argparse.Namespace) -> int:
     check_arguments(args)
-    node = build_service(args)
+    pods = await connect_pods(args.node_id)
+    if args.delete_stale_pods and pods is None:
+        _log.warning("--delete-stale-pods needs Kubernetes API access; no pod will be evicted")
+    node = build_service(args, pods, await client_cgroups(args))
     await node.store.load()
+    if isinstance(node.mounter, SystemMounter):
+        await node.mounter.clear_scratch()
+    # Before the first call: square the records with the mounts and clients that exist.
+    await adopt(node.store, node.mounter, node.repairer.watch)
     identity = IdentityService(args.driver_name, readiness)
     repair_task: asyncio.Task[None] | None = None
     metrics: web.AppRunner | None = None
@@ -184,6 +274,11 @@ async def run(args: argparse.Namespace) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await repair_task
         await node.wait_idle()
+        await node.repairer.close()
+        if isinstance(node.mounter, SystemMounter):
+            await node.mounter.clear_scratch(remove=True)
+        if pods is not None:
+            await pods.close()
         for runner in (health, metrics):
             if runner is not None:
                 await runner.cleanup()

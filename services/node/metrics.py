@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 REPAIRS = Counter(
     "heketi_csi_node_repairs_total",
     "Repairs of staged volumes whose gluster client was gone: 'remounted' (stage re-mounted "
     "and targets re-bound), 'rebound' (only targets re-bound), 'failed'",
     ["outcome"],
+)
+
+ABNORMAL = Gauge(
+    "heketi_csi_node_abnormal_volumes",
+    "Staged volumes the last health pass found abnormal (client gone, stopped or hung)",
 )

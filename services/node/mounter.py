@@ -11,10 +11,18 @@ kubelet root without following a link out, their parent directory held open.
 
 - bind mounts and unmounts name their source and target as `/proc/<pid>/fd/<n>` of
   descriptors opened from the verified places, with `-c` (no canonicalization), so they act
-  on those very directories and mounts, whatever the paths name by then. A read-only bind is
-  remounted read-only through a descriptor of the new mount, repeating the flags it inherited
-  (nosuid, nodev, ...), which a remount would otherwise clear. Unmounts are lazy: the
-  descriptor keeps the mount busy, and a lazy unmount never waits for a hung filesystem.
+  on those very directories and mounts, whatever the paths name by then. Unmounts are lazy:
+  the descriptor keeps the mount busy, and a lazy unmount never waits for a hung filesystem.
+- every bind is a peer group of its own (with its copies on the host and in the pods'
+  containers that use HostToContainer propagation), never a peer of the staging mount or of
+  another target: the node's copy of the staging mount is made private before it is bound.
+  A bind goes on top of whatever is mounted at the target, so binding the new mount of a
+  repaired volume on top of a dead target reaches the containers (`repair.py`). A read-only
+  bind is read-only before it is attached: it is bound from a private, read-only copy made in
+  the node's scratch directory (a bind copies the flags of its source; a remount after the
+  bind would change the node's own copy only, not the copies it propagated to).
+- gluster clients run in a cgroup of their own per staging path when the node has one
+  (`clients.py`): the mount helper is started as a member of it.
 - the glusterfs FUSE mount is made by the place's canonical path (`mount -c`), because the
   client keeps its mount point as a path for its whole life, then verified through the held
   parent: the new mount must be the one on top of the place. If it is not, every new mount
@@ -26,8 +34,9 @@ kubelet root without following a link out, their parent directory held open.
   half-made mount it left is unmounted the same way.
 - A failed mount raises an error carrying the tail of the gluster client log of this attempt,
   because the mount helper itself says little. What that log says picks the error's code
-  where the caller can act (`mount_failure`): a volume its server does not know is NOT_FOUND,
-  servers or bricks that do not answer are UNAVAILABLE; anything else is INTERNAL.
+  where the caller can act (`mount_failure`): mount options the gluster client refuses are
+  INVALID_ARGUMENT, a volume its server does not know is NOT_FOUND, servers or bricks that do
+  not answer are UNAVAILABLE; anything else is INTERNAL.
 """
 
 from __future__ import annotations
@@ -38,15 +47,24 @@ import functools
 import os
 import re
 import signal
-from collections.abc import Sequence
+import tempfile
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from services.common.commands import CommandTimeout, run_command
-from services.common.errors import DeadlineExceeded, DriverError, Internal, NotFound, Unavailable
+from services.common.commands import CommandResult, CommandTimeout, run_command
+from services.common.errors import (
+    DeadlineExceeded,
+    DriverError,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from services.common.logging import get_logger
 from services.node import mountinfo
 from services.node.boundary import Look, Place, close_look, open_look, run
+from services.node.clients import ClientCgroups
 from services.node.fsstat import Usage, usage_of
 from services.node.mountinfo import GLUSTER_FSTYPE, Mount
 from services.node.mountopts import volume_of_source
@@ -67,10 +85,19 @@ _KEPT_FLAGS = frozenset(
 )
 # Most mounts stacked at one place that an unmount takes down.
 MAX_STACK = 16
+# Where read-only copies are made before they are bound (a directory of the node's own, in
+# the node container, outside the kubelet root).
+DEFAULT_SCRATCH = Path("/run/heketi-csi/scratch")
+# Times the processes left in a client group are killed before giving up on them.
+KILL_ROUNDS = 3
 
 
 class MountFailed(Internal):
     """`mount -t glusterfs` failed; the message carries the helper's output and log tail."""
+
+
+class OptionsRefused(InvalidArgument):
+    """The gluster client refused its command line: a mount flag or value it does not take."""
 
 
 class VolumeMissing(NotFound):
@@ -81,6 +108,9 @@ class ServersUnavailable(Unavailable):
     """No volfile server, or no brick of the volume, answered the gluster client."""
 
 
+# The gluster client refusing its arguments says why on the helper's output before it starts,
+# as `glusterfs: <why>` (`/usr/sbin/glusterfs: unrecognized option ...` for an unknown one).
+_ARGUMENTS_REFUSED = re.compile(r"^(?:\S*/)?glusterfs: (.+)$", re.MULTILINE)
 # What the gluster client (GlusterFS 10) logs, at ERROR level unless noted, when...
 # ...the volfile server does not know the volume:
 _NO_VOLUME = ("failed to fetch volume file", "failed to get the 'volume file'")
@@ -109,12 +139,19 @@ def _lines_saying(tail: str, texts: Sequence[str]) -> str:
     return "; ".join(said)
 
 
-def mount_failure(source: str, target: str, what: str, tail: str, log_file: str) -> DriverError:
+def mount_failure(
+    source: str, target: str, what: str, tail: str, log_file: str, output: str = ""
+) -> DriverError:
     """The error for a failed mount of `source` at `target` (`what`: how it failed, with the
-    log tail), from the gluster client's log lines of this attempt (`tail`, empty when it
-    wrote none): NOT_FOUND or UNAVAILABLE, quoting the lines that say why, where the caller
-    can act; else INTERNAL with `what`."""
+    log tail), from the mount helper's `output` and the gluster client's log lines of this
+    attempt (`tail`, empty when it wrote none): INVALID_ARGUMENT, NOT_FOUND or UNAVAILABLE,
+    quoting the lines that say why, where the caller can act; else INTERNAL with `what`."""
     volume = volume_of_source(source)
+    if refused := "; ".join(m.group(1).strip() for m in _ARGUMENTS_REFUSED.finditer(output)):
+        return OptionsRefused(
+            f"the gluster client refused the mount options of {source} at {target}; check "
+            f"the volume's mount flags: {refused}"
+        )
     if said := _lines_saying(tail, _NO_VOLUME):
         return VolumeMissing(
             f"gluster volume {volume} does not exist: mounting {source} at {target} failed, "
@@ -139,22 +176,55 @@ class UnmountFailed(Internal):
 
 
 class Mounter(Protocol):
-    """What the node needs of the machine's mounts. Mount points are verified places."""
+    """What the node needs of the machine's mounts and of the gluster clients that serve
+    them. Mount points are verified places."""
 
     def mounts(self) -> list[Mount]:
         """The mount table, in mount order (never touches a mounted filesystem)."""
         ...
 
     async def mount_glusterfs(
-        self, source: str, target: Place, options: Sequence[str], log_file: str, seconds: float
+        self,
+        source: str,
+        target: Place,
+        options: Sequence[str],
+        log_file: str,
+        seconds: float,
+        group: str | None = None,
     ) -> Mount:
-        """FUSE-mount gluster `source` (host:volume) at `target`; return its entry.
+        """FUSE-mount gluster `source` (host:volume) at `target`; return its entry. The
+        client runs in client group `group` (see `group_pids`) when given.
         Raises MountFailed or MountTimeout, leaving nothing of the attempt mounted."""
         ...
 
     async def bind(self, source: Place, target: Place, readonly: bool, seconds: float) -> Mount:
-        """Bind-mount what is mounted at `source` at `target` (read-only if asked); return
-        its entry. On failure nothing of the attempt is left mounted."""
+        """Bind-mount what is mounted at `source` at `target`, on top of whatever is mounted
+        there (read-only if asked); return its entry. On failure nothing of the attempt is
+        left mounted."""
+        ...
+
+    async def group_pids(self, group: str) -> list[int]:
+        """The processes of client group `group`: the clients and mount helpers started for
+        it, by this process or by an earlier node process. Empty when the node has no
+        client groups (clients then live and die with the node's container)."""
+        ...
+
+    async def groups(self) -> list[str]:
+        """The client groups that exist."""
+        ...
+
+    async def end_group(self, group: str, grace: float) -> None:
+        """Wait up to `grace` s for the processes of `group` to end, kill those left, and
+        remove the group."""
+        ...
+
+    async def process_state(self, pid: int) -> str | None:
+        """The state letter of process `pid` as /proc/<pid>/stat shows it (R, S, D, T, ...),
+        None when it is gone."""
+        ...
+
+    async def wait_exit(self, pid: int) -> None:
+        """Return once process `pid` has ended (at once when it is gone)."""
         ...
 
     async def unmount(self, target: Place, seconds: float) -> bool:
@@ -201,6 +271,34 @@ def gluster_clients_of(mount_point: str, proc_root: Path = Path("/proc")) -> lis
     return pids
 
 
+def process_state_of(pid: int, proc_root: Path = Path("/proc")) -> str | None:
+    """The state letter in /proc/<pid>/stat (after the command name, which may hold any
+    character), or None when the process is gone. Blocking; procfs only."""
+    try:
+        stat = (proc_root / str(pid) / "stat").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    rest = stat[stat.rfind(b")") + 1 :].split()
+    return rest[0].decode() if rest else None
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _scratch_dir(scratch: Path) -> str:
+    scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return tempfile.mkdtemp(prefix="ro-", dir=scratch)
+
+
+def _listdir(directory: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+
+
 def log_offset(log_file: str) -> int:
     try:
         return os.path.getsize(log_file)
@@ -235,12 +333,16 @@ class SystemMounter(Mounter):
         umount_bin: str = "umount",
         proc_root: Path = Path("/proc"),
         mountinfo_path: Path = mountinfo.MOUNTINFO,
+        cgroups: ClientCgroups | None = None,
+        scratch: Path = DEFAULT_SCRATCH,
     ) -> None:
         self.mount_bin = mount_bin
         self.umount_bin = umount_bin
         self.proc_root = proc_root
         self.mountinfo_path = mountinfo_path
         self.lane = Lane("mounter", MOUNTER_THREADS)
+        self.cgroups = cgroups
+        self.scratch = scratch
 
     def mounts(self) -> list[Mount]:
         return mountinfo.read(self.mountinfo_path)
@@ -256,8 +358,70 @@ class SystemMounter(Mounter):
     def usage(self, path: str) -> Usage:
         return usage_of(path)
 
+    async def group_pids(self, group: str) -> list[int]:
+        if self.cgroups is None:
+            return []
+        return await asyncio.to_thread(self.cgroups.pids, group)
+
+    async def groups(self) -> list[str]:
+        if self.cgroups is None:
+            return []
+        return await asyncio.to_thread(self.cgroups.groups)
+
+    async def end_group(self, group: str, grace: float) -> None:
+        cgroups = self.cgroups
+        if cgroups is None:
+            return
+        left = await self._wait_empty(group, grace)
+        for _ in range(KILL_ROUNDS):
+            if not left:
+                break
+            killed = await asyncio.to_thread(cgroups.kill, group)
+            _log.warning("killed the processes left in a client group", group=group, pids=killed)
+            left = await self._wait_empty(group, CLEANUP_SECONDS)
+        if left:
+            raise Internal(f"processes {left} of client group {group} did not end after SIGKILL")
+        await asyncio.to_thread(cgroups.remove, group)
+
+    async def _wait_empty(self, group: str, seconds: float) -> list[int]:
+        """Wait up to `seconds` for the processes of `group` to end; return those left."""
+        pids = await self.group_pids(group)
+        if pids and seconds > 0:
+            waits = asyncio.gather(*(self.wait_exit(pid) for pid in pids))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waits, seconds)
+        return await self.group_pids(group)
+
+    async def process_state(self, pid: int) -> str | None:
+        return await self.lane.run(
+            f"state of {pid}",
+            functools.partial(process_state_of, pid, self.proc_root),
+            PROC_SECONDS,
+            share=True,
+        )
+
+    async def wait_exit(self, pid: int) -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, _settle, ended)
+        try:
+            await ended
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+
     async def mount_glusterfs(
-        self, source: str, target: Place, options: Sequence[str], log_file: str, seconds: float
+        self,
+        source: str,
+        target: Place,
+        options: Sequence[str],
+        log_file: str,
+        seconds: float,
+        group: str | None = None,
     ) -> Mount:
         """FUSE-mount gluster `source` (host:volume) at `target`; return its mountinfo entry."""
         since = await asyncio.to_thread(log_offset, log_file)
@@ -266,6 +430,8 @@ class SystemMounter(Mounter):
         if options:
             argv += ["-o", ",".join(options)]
         argv += [source, target.path]
+        if group is not None and self.cgroups is not None:
+            argv = [*await asyncio.to_thread(self.cgroups.exec_prefix, group), *argv]
         try:
             result = await run_command(argv, seconds)
         except CommandTimeout:
@@ -300,7 +466,9 @@ class SystemMounter(Mounter):
             else f"exit status {result.returncode}"
         )
         what = f"mounting {source} at {target.path} failed: {said}" + _with_log(tail, log_file)
-        raise mount_failure(source, target.path, what, tail if fresh else "", log_file)
+        raise mount_failure(
+            source, target.path, what, tail if fresh else "", log_file, result.output
+        )
 
     async def _new_on_top(self, place: Place, before: set[_Seen]) -> Mount | None:
         """The mount on top of `place` if it is a new one (not in `before`)."""
@@ -350,8 +518,8 @@ class SystemMounter(Mounter):
             return []
 
     async def bind(self, source: Place, target: Place, readonly: bool, seconds: float) -> Mount:
-        """Bind-mount what is mounted at `source` at `target`, through descriptors of both;
-        then make it read-only if asked (a bind ignores `ro` until remounted). On failure
+        """Bind-mount what is mounted at `source` at `target`, on top of whatever is mounted
+        there, through descriptors of both; read-only from the start if asked. On failure
         nothing of the attempt is left mounted."""
         before = _ids(self.mounts())
         async with source.look() as src, target.look() as dst:
@@ -362,10 +530,24 @@ class SystemMounter(Mounter):
                 )
             if dst is None:
                 raise Internal(f"bind-mount at {target.path} failed: it does not exist")
+            # Our copy of the source leaves its peer group: a bind of a shared mount would
+            # join that group, and a mount on top of one target would then appear on top
+            # of the source and of every other target too, read-only or not.
             await self._checked(
-                [self.mount_bin, "-c", "--bind", src.proc_path, dst.proc_path],
-                seconds, "bind-mount", target.path,
+                [self.mount_bin, "-c", "--make-private", src.proc_path],
+                seconds, "make the staging mount private", source.path,
             )  # fmt: skip
+            if readonly:
+                async with self._readonly_copy(src, stage, seconds, target.path) as copy:
+                    await self._checked(
+                        [self.mount_bin, "-c", "--bind", copy.proc_path, dst.proc_path],
+                        seconds, "bind-mount", target.path,
+                    )  # fmt: skip
+            else:
+                await self._checked(
+                    [self.mount_bin, "-c", "--bind", src.proc_path, dst.proc_path],
+                    seconds, "bind-mount", target.path,
+                )  # fmt: skip
             where = _path_of(dst)
         try:
             new = _newest_at(self.mounts(), where, before)
@@ -376,29 +558,66 @@ class SystemMounter(Mounter):
                     f"bind-mount at {target.path} failed: the directory was moved to {where} "
                     "meanwhile; the bind was unmounted"
                 )
-            if readonly:
-                await self._remount_readonly(target, new, seconds)
-            mounted = _by_id(self.mounts(), new.mount_id)
-            if mounted is None:
-                raise Internal(f"bind mount of {source.path} at {target.path} is gone")
-            if readonly and not mounted.readonly:
-                raise Internal(f"{target.path} is still writable after remounting it read-only")
-            return mounted
+            if readonly and not new.readonly:
+                raise Internal(f"the read-only bind at {target.path} is writable")
+            return new
         except BaseException:
             for mount in reversed(self.mounts()):
                 if _seen(mount) not in before and mount.mount_point in (where, target.path):
                     await asyncio.shield(self._detach(mount))
             raise
 
-    async def _remount_readonly(self, target: Place, new: Mount, seconds: float) -> None:
-        async with target.look() as top:
-            if top is None or top.mount_id != new.mount_id:
-                raise Internal(f"bind mount at {target.path} is not on top of it any more")
-            flags = ["remount", "bind", "ro", *(o for o in new.options if o in _KEPT_FLAGS)]
+    @contextlib.asynccontextmanager
+    async def _readonly_copy(
+        self, src: Look, stage: Mount, seconds: float, target: str
+    ) -> AsyncIterator[Look]:
+        """A private, read-only bind of `src` in a fresh scratch directory, unmounted when
+        the caller is done: what a read-only target is bound from."""
+        directory = await asyncio.to_thread(_scratch_dir, self.scratch)
+        look: Look | None = None
+        try:
             await self._checked(
-                [self.mount_bin, "-c", "-o", ",".join(flags), top.proc_path],
-                seconds, "remount read-only", target.path,
+                [self.mount_bin, "-c", "--bind", src.proc_path, directory],
+                seconds, "bind-mount a read-only copy", target,
             )  # fmt: skip
+            flags = ["remount", "bind", "ro", *(o for o in stage.options if o in _KEPT_FLAGS)]
+            await self._checked(
+                [self.mount_bin, "-c", "-o", ",".join(flags), directory],
+                seconds, "remount a copy read-only", target,
+            )  # fmt: skip
+            look = await run(
+                self.lane, f"look {directory}", functools.partial(open_look, directory),
+                seconds, close_look,
+            )  # fmt: skip
+            yield look
+        finally:
+            close_look(look)
+            await asyncio.shield(self._drop_scratch(directory))
+
+    async def _drop_scratch(self, directory: str) -> None:
+        for _ in range(MAX_STACK):
+            if mountinfo.count_at(self.mounts(), directory) == 0:
+                break
+            try:
+                result = await run_command(
+                    [self.umount_bin, "-c", "-l", directory], CLEANUP_SECONDS
+                )
+            except CommandTimeout:
+                result = CommandResult(-1, "timed out")
+            if result.returncode != 0:
+                _log.error("cannot unmount a scratch copy", path=directory, output=result.output)
+                return
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(os.rmdir, directory)
+
+    async def clear_scratch(self, remove: bool = False) -> None:
+        """Take down what a killed predecessor left in the scratch directory (and the
+        directory itself if `remove`)."""
+        for name in await asyncio.to_thread(_listdir, self.scratch):
+            await self._drop_scratch(os.path.join(self.scratch, name))
+        if remove:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(os.rmdir, self.scratch)
 
     async def _checked(self, argv: list[str], seconds: float, what: str, where: str) -> None:
         try:

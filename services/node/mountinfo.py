@@ -42,6 +42,9 @@ class Mount:
     fstype: str
     source: str
     super_options: tuple[str, ...]
+    # "shared:N" of the optional fields: the peer group whose members receive each other's
+    # mounts and unmounts (None: not shared).
+    peer_group: int | None = None
 
     @property
     def device(self) -> tuple[int, int]:
@@ -78,6 +81,9 @@ def parse_line(line: str) -> Mount:
             fstype=fields[sep + 1],
             source=unescape(fields[sep + 2]),
             super_options=tuple(fields[sep + 3].split(",")) if len(fields) > sep + 3 else (),
+            peer_group=next(
+                (int(f[7:]) for f in fields[6:sep] if f.startswith("shared:")), None
+            ),
         )
     except (ValueError, IndexError) as exc:
         raise MountinfoError(f"unparseable mountinfo line: {line!r}") from exc

@@ -1,20 +1,36 @@
-"""Re-mount staging mounts whose gluster client is gone, and re-bind their publish targets.
+"""Re-mount staging mounts whose gluster client is gone, and re-bind their publish targets so
+that running pods get their data back.
 
 A staging mount is broken when its path answers ENOTCONN (or ECONNABORTED) and no glusterfs
-client process serves it any more (it was killed, or died with the previous node container).
-A client that is alive but cannot reach its servers also answers ENOTCONN; it reconnects by
-itself, so it is left alone. For each broken staging mount recorded in the state store:
+client process serves it any more (it was killed, the kernel's OOM killer took it, it
+crashed). A client that is alive but cannot reach its servers also answers ENOTCONN; it
+reconnects by itself, so it is left alone. A stopped or hung client is reported (volume
+condition, log), never killed: it may continue.
+
+When it happens: at once, because the node waits on every client it started or adopted
+(`watch.ClientWatch`: the client's end wakes `repair_soon`), and on every health pass
+(`run_forever`, at start-up and every `--repair-interval` seconds), which also catches what
+the node did not see end. For each broken staging mount recorded in the state store:
 
 1. note its publish targets: bind mounts of the same device and root below the kubelet root,
    plus the targets recorded for it;
-2. unmount the dead staging mount and mount the volume again with the recorded source and
-   options;
-3. unmount each dead target and bind it again from the new staging mount (read-only if it
-   was).
+2. unmount the dead staging mount and mount the volume again, with the recorded source and
+   options, in the staging path's client group;
+3. bind the new mount ON TOP of each dead target, without unmounting it first. The target is
+   a peer group of its own whose copies include the containers' view of it when they mount
+   the volume with `mountPropagation: HostToContainer`, so the new mount appears in those
+   containers, over the dead one, and their next open() works. An unmount of the target
+   would not reach them (it propagates through the target's parent, not into the
+   containers), and a bind made after it would never be seen there. The dead mounts under
+   it go when the target is unpublished.
+   A target published by an earlier version of the node may share its peer group with other
+   targets: a mount on top of it appears on all of them; when those differ in being
+   read-only, it is unmounted and bound anew instead (its pods then see the dead mount).
+4. hand the targets to `aftercare` (which pods see the new mount, events, remedy).
 
 A staging mount that is gone entirely while recorded targets are still mounted from an old,
 dead client is mounted again too. Targets still bound to an earlier (dead) mount of a now
-healthy staging mount are re-bound. Every repair is logged.
+healthy staging mount are re-bound the same way. Every repair is logged.
 """
 
 from __future__ import annotations
@@ -29,14 +45,16 @@ from services.common.errors import DriverError, FailedPrecondition
 from services.common.keyed_operations import KeyedOperations
 from services.common.logging import get_logger
 from services.node import mountinfo
+from services.node.aftercare import Aftercare
 from services.node.boundary import Tree
-from services.node.fsstat import FsProbe, PathMissing
-from services.node.metrics import REPAIRS
+from services.node.fsstat import FsProbe, PathMissing, Probe
+from services.node.metrics import ABNORMAL, REPAIRS
 from services.node.mounter import Mounter
 from services.node.mountinfo import GLUSTER_FSTYPE, Mount
 from services.node.mountopts import volume_of_source
 from services.node.offloop import Hung, Lane
-from services.node.state import StageRecord, StateStore
+from services.node.state import StageRecord, StateStore, stage_key
+from services.node.watch import ClientWatch
 
 _log = get_logger("node.repair")
 
@@ -45,6 +63,11 @@ _log = get_logger("node.repair")
 CLIENT_GONE_ERRNOS = frozenset({errno.ENOTCONN, errno.ECONNABORTED})
 # Threads of the lane that resolves the paths of the mounts it repairs.
 REPAIR_THREADS = 8
+# A repair asked for by a client's end waits this long between tries while the volume is
+# busy (another operation holds its lock), and gives up after this many (the next health
+# pass takes over).
+SOON_RETRY_SECONDS = 0.2
+SOON_TRIES = 50
 
 
 def volume_key(volume_id: str) -> str:
@@ -61,6 +84,7 @@ class RepairResult:
     remounted: bool
     rebound: tuple[str, ...]
     skipped: tuple[str, ...] = ()
+    replaced: tuple[str, ...] = ()  # of `rebound`: unmounted and bound anew, not on top
 
 
 class Repairer:
@@ -73,6 +97,8 @@ class Repairer:
         kubelet_root: str,
         mount_timeout: float,
         tree: Tree | None = None,
+        aftercare: Aftercare | None = None,
+        health_timeout: float | None = None,
     ) -> None:
         self.mounter = mounter
         self.store = store
@@ -81,6 +107,13 @@ class Repairer:
         self.kubelet_root = kubelet_root
         self.mount_timeout = mount_timeout
         self.tree = tree or Tree(kubelet_root, Lane("repair-paths", REPAIR_THREADS), probe.seconds)
+        self.aftercare = aftercare
+        self.health_timeout = probe.seconds if health_timeout is None else health_timeout
+        self.watch = ClientWatch(mounter, self.repair_soon)
+        self.abnormal: dict[str, str] = {}  # staging path -> why, as the last pass saw it
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---- passes ----------------------------------------------------------------------------
 
     async def repair_all(self) -> list[RepairResult]:
         """One pass over all recorded staging paths; busy volumes are left for the next."""
@@ -90,39 +123,111 @@ class Repairer:
             if not self.locks.try_acquire(*keys, what="a mount repair"):
                 continue
             try:
-                result = await self.repair(record)
-            except DriverError as exc:
-                REPAIRS.labels("failed").inc()
-                _log.error(
-                    "repair failed",
-                    volume_id=record.volume_id,
-                    staging_path=record.staging_path,
-                    error=exc.message,
-                )
-                continue
-            except Exception:
-                REPAIRS.labels("failed").inc()
-                _log.exception(
-                    "repair failed", volume_id=record.volume_id, staging_path=record.staging_path
-                )
-                continue
+                result = await self._repair_logged(record)
             finally:
                 self.locks.release(*keys)
             if result is not None:
-                REPAIRS.labels("remounted" if result.remounted else "rebound").inc()
                 results.append(result)
         return results
 
+    async def health_pass(self) -> None:
+        """Repair what is broken, then note which staged volumes are abnormal (logged when
+        that changes) and look again at pods that still see a dead mount."""
+        await self.repair_all()
+        seen: dict[str, str] = {}
+        for record in self.store.all():
+            staging = record.staging_path
+            if mountinfo.mount_at(self.mounter.mounts(), staging) is None:
+                continue
+            try:
+                probe = await self.health(staging, staging)
+            except PathMissing:
+                continue
+            if probe.abnormal is not None:
+                seen[staging] = probe.abnormal
+                if staging not in self.abnormal:
+                    _log.warning("staged volume is abnormal", volume_id=record.volume_id,
+                                 staging_path=staging, reason=probe.abnormal)
+            elif staging in self.abnormal:
+                _log.info("staged volume is healthy again", volume_id=record.volume_id,
+                          staging_path=staging)
+        self.abnormal = seen
+        ABNORMAL.set(len(seen))
+        if self.aftercare is not None:
+            await self.aftercare.recheck()
+
     async def run_forever(self, interval: float) -> None:
-        """Repair at once, then every `interval` seconds (only once when it is 0)."""
+        """A health pass at once, then every `interval` seconds (only once when it is 0)."""
         while True:
             try:
-                await self.repair_all()
+                await self.health_pass()
             except Exception:
-                _log.exception("repair pass failed")
+                _log.exception("health pass failed")
             if interval <= 0:
                 return
             await asyncio.sleep(interval)
+
+    def repair_soon(self, staging_path: str) -> None:
+        """Repair `staging_path` now, in a task of its own (a client of it ended)."""
+        task = asyncio.create_task(self._soon(staging_path), name=f"repair {staging_path}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _soon(self, staging_path: str) -> None:
+        for _ in range(SOON_TRIES):
+            record = self.store.get(staging_path)
+            if record is None:
+                return  # unstaged meanwhile
+            keys = (volume_key(record.volume_id), path_key(record.staging_path))
+            if self.locks.try_acquire(*keys, what="a mount repair"):
+                try:
+                    await self._repair_logged(record)
+                finally:
+                    self.locks.release(*keys)
+                return
+            await asyncio.sleep(SOON_RETRY_SECONDS)
+        _log.info("volume busy; the health pass repairs it", staging_path=staging_path)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.watch.close()
+
+    async def _repair_logged(self, record: StageRecord) -> RepairResult | None:
+        try:
+            result = await self.repair(record)
+        except DriverError as exc:
+            REPAIRS.labels("failed").inc()
+            _log.error("repair failed", volume_id=record.volume_id,
+                       staging_path=record.staging_path, error=exc.message)
+            return None
+        except Exception:
+            REPAIRS.labels("failed").inc()
+            _log.exception("repair failed", volume_id=record.volume_id,
+                           staging_path=record.staging_path)
+            return None
+        if result is not None:
+            REPAIRS.labels("remounted" if result.remounted else "rebound").inc()
+        return result
+
+    # ---- health ----------------------------------------------------------------------------
+
+    async def health(self, path: str, staging_path: str | None) -> Probe:
+        """Whether the volume at `path` (staged at `staging_path`, when known) answers: a
+        stopped client is said at once, a hung one within the health timeout."""
+        if staging_path is not None:
+            stopped = await self.watch.stopped(staging_path)
+            if stopped:
+                return Probe(abnormal=(
+                    f"the gluster client serving this volume (pid "
+                    f"{', '.join(map(str, stopped))}) is stopped (SIGSTOP or a debugger): "
+                    "I/O on the volume waits until it continues"))
+        probe = await self.probe.probe(path, self.health_timeout)
+        if probe.errno in CLIENT_GONE_ERRNOS:
+            return Probe(abnormal=f"{probe.abnormal} (its gluster client is gone; the node "
+                         "mounts the volume again)", errno=probe.errno)
+        return probe
 
     async def _client_gone(self, path: str) -> bool:
         try:
@@ -132,12 +237,17 @@ class Repairer:
             return False
 
     async def _is_dead(self, path: str) -> bool:
-        """Whether the mount at `path` answers ENOTCONN and has no client process."""
+        """Whether the mount at `path` has no client process and answers ENOTCONN (a live
+        client, even a stopped or hung one, is never replaced)."""
+        if self.watch.pids(path) or not await self._client_gone(path):
+            return False
         try:
-            probe = await self.probe.probe(path)
+            probe = await self.probe.probe(path, self.health_timeout)
         except PathMissing:
             return False
-        return probe.errno in CLIENT_GONE_ERRNOS and await self._client_gone(path)
+        return probe.errno in CLIENT_GONE_ERRNOS
+
+    # ---- repair ----------------------------------------------------------------------------
 
     async def repair(self, record: StageRecord) -> RepairResult | None:
         """Repair one staging path if it needs it; the caller holds its volume lock."""
@@ -158,15 +268,15 @@ class Repairer:
             stale = self._stale_targets(mounts, record, stage)
             if not stale:
                 return None
-            rebound, skipped = await self._rebind(record, stale)
+            result = await self._rebind(record, stale, remounted=False)
             _log.info(
                 "re-bound publish targets of a re-mounted volume",
                 volume_id=record.volume_id,
                 staging_path=record.staging_path,
-                targets=list(rebound),
-                skipped=list(skipped),
+                targets=list(result.rebound),
+                skipped=list(result.skipped),
             )
-            return RepairResult(record.staging_path, False, rebound, skipped)
+            return result
 
         targets = self._targets_of(mounts, record, stage)
         if stage is None:
@@ -182,24 +292,33 @@ class Repairer:
             targets=sorted(targets),
         )
         await self.remount_stage(record)
-        rebound, skipped = await self._rebind(record, targets)
+        result = await self._rebind(record, targets, remounted=True)
         _log.info(
             "repaired staged volume",
             volume_id=record.volume_id,
             staging_path=record.staging_path,
-            targets=list(rebound),
-            skipped=list(skipped),
+            targets=list(result.rebound),
+            replaced=list(result.replaced),
+            skipped=list(result.skipped),
         )
-        return RepairResult(record.staging_path, True, rebound, skipped)
+        return result
 
     async def remount_stage(self, record: StageRecord) -> Mount:
+        group = stage_key(record.staging_path)
         async with self.tree.place(record.staging_path, "staging path") as place:
             if not place.exists:
                 raise FailedPrecondition(f"staging path {place.path} is gone")
+            self.watch.forget(record.staging_path)
             await self.mounter.unmount(place, self.mount_timeout)
-            return await self.mounter.mount_glusterfs(
-                record.source, place, record.options, record.log_file, self.mount_timeout
-            )
+            # Whatever is left in the group (a dead client's unfinished helper) goes first:
+            # one client per staging path, never two.
+            await self.mounter.end_group(group, 0)
+            mount = await self.mounter.mount_glusterfs(
+                record.source, place, record.options, record.log_file, self.mount_timeout,
+                group,
+            )  # fmt: skip
+        await self.watch.follow(record.staging_path)
+        return mount
 
     def _targets_of(
         self, mounts: list[Mount], record: StageRecord, stage: Mount | None
@@ -239,36 +358,80 @@ class Repairer:
         return stale
 
     async def _rebind(
-        self, record: StageRecord, targets: dict[str, bool]
-    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        rebound: list[str] = []
+        self, record: StageRecord, targets: dict[str, bool], remounted: bool
+    ) -> RepairResult:
+        in_place: list[str] = []
+        replaced: list[str] = []
         skipped: list[str] = []
         for target, readonly in sorted(targets.items()):
             done = await self._with_path_lock(
                 target, functools.partial(self._rebind_one, record, target, readonly)
             )
-            (rebound if done else skipped).append(target)
-        return tuple(rebound), tuple(skipped)
+            if done is None:
+                skipped.append(target)
+            else:
+                (in_place if done else replaced).append(target)
+        result = RepairResult(record.staging_path, remounted, tuple(sorted(in_place + replaced)),
+                              tuple(skipped), tuple(replaced))
+        if self.aftercare is not None and result.rebound:
+            self._after(self.aftercare.after_repair(record, tuple(in_place), tuple(replaced)))
+        return result
 
-    async def _rebind_one(self, record: StageRecord, target: str, readonly: bool) -> None:
+    def _after(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                _log.exception("aftercare of a repair failed")
+
+        task = asyncio.create_task(run(), name="aftercare")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _rebind_one(self, record: StageRecord, target: str, readonly: bool) -> bool:
+        """Bind the staged volume at `target` again; True when on top of what is there
+        (running containers that receive mounts see it), False when that had to go first."""
         async with (
             self.tree.place(record.staging_path, "staging path") as staged,
             self.tree.place(target, "publish target") as place,
         ):
             if not place.exists:
                 raise FailedPrecondition(f"publish target {place.path} is gone")
-            await self.mounter.unmount(place, self.mount_timeout)
+            mounts = self.mounter.mounts()
+            stage = mountinfo.mount_at(mounts, staged.path)
+            top = mountinfo.mount_at(mounts, place.path)
+            fresh = stage is not None and top is not None and top.same_origin(stage)
+            if fresh and top is not None and top.readonly == readonly:
+                # Already there: propagated from a target of the same peer group.
+                await self.store.add_target(record.staging_path, target, readonly)
+                return True
+            on_top = top is None or not (fresh or entangled(top, mounts, readonly))
+            if not on_top:
+                await self.mounter.unmount(place, self.mount_timeout)
             await self.mounter.bind(staged, place, readonly, self.mount_timeout)
         await self.store.add_target(record.staging_path, target, readonly)
+        return on_top
 
-    async def _with_path_lock(self, path: str, work: Callable[[], Awaitable[None]]) -> bool:
-        """Run `work` holding the lock of `path`; False (work not run) when it is busy."""
+    async def _with_path_lock(
+        self, path: str, work: Callable[[], Awaitable[bool]]
+    ) -> bool | None:
+        """Run `work` holding the lock of `path`; None (work not run) when it is busy."""
         key = path_key(path)
         if not self.locks.try_acquire(key, what="a re-bind of a publish target"):
             _log.info("publish target busy; re-binding it on the next pass", target=path)
-            return False
+            return None
         try:
-            await work()
+            return await work()
         finally:
             self.locks.release(key)
-        return True
+
+
+def entangled(top: Mount, mounts: list[Mount], readonly: bool) -> bool:
+    """Whether a mount on top of `top` would also appear, with the wrong read-only flag, on
+    another mount point of its peer group (targets published before targets had peer groups
+    of their own)."""
+    return top.peer_group is not None and any(
+        m.peer_group == top.peer_group and m.mount_point != top.mount_point
+        and m.readonly != readonly
+        for m in mounts
+    )

@@ -36,8 +36,8 @@ from services.node.mounter import Mounter
 from services.node.mountinfo import GLUSTER_FSTYPE, Mount
 from services.node.mountopts import GlusterMount, volume_of_source
 from services.node.offloop import Lane
-from services.node.repair import Repairer, path_key, volume_key
-from services.node.state import StageRecord, StateStore
+from services.node.repair import Repairer, entangled, path_key, volume_key
+from services.node.state import StageRecord, StateStore, stage_key
 
 _log = get_logger("node.service")
 
@@ -73,6 +73,8 @@ def check_volume_id(value: str) -> str:
 
 # Threads of the lane that resolves, creates and removes staging and target directories.
 PATH_THREADS = 32
+# Seconds a gluster client is given to end by itself after its last mount went (unstage).
+CLIENT_EXIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,8 @@ class NodeService:
                 targets=dict(previous.targets)
                 if previous and previous.volume_id == volume_id
                 else {},
+                stale=dict(previous.stale) if previous and previous.volume_id == volume_id
+                else {},
             )
             if existing is not None:
                 await self._already_staged(existing, record, plan, ctx)
@@ -259,10 +263,17 @@ class NodeService:
             await asyncio.to_thread(_make_dirs, self.config.gluster_log_dir)  # local disk
             # Record first: a crash right after the mount must still leave it repairable.
             await self.store.put(record)
+            group = stage_key(staging)
             try:
+                # What an earlier node process left of an attempt it did not finish (its
+                # mount helper runs on in the client group) goes first: one client per path.
+                await self.mounter.end_group(group, 0)
+                await self.mounter.unmount(place, self.config.mount_timeout)
                 await self.mounter.mount_glusterfs(
-                    plan.source, place, plan.options, record.log_file, self.config.mount_timeout
-                )
+                    plan.source, place, plan.options, record.log_file, self.config.mount_timeout,
+                    group,
+                )  # fmt: skip
+                await self.repairer.watch.follow(staging)
                 ctx.log.info("staged", source=plan.source, staging_path=staging)
                 if record.targets:
                     # Targets recorded from an earlier mount of this path (e.g. a repair that
@@ -270,7 +281,9 @@ class NodeService:
                     await self.repairer.repair(record)
             except BaseException:
                 # Never leave a mount behind a failed stage: kubelet will not unstage it.
+                self.repairer.watch.forget(staging)
                 await self._unmount_after_failure(place)
+                await self._end_group_after_failure(group)
                 if previous is not None:
                     await self.store.put(previous)
                 else:
@@ -298,6 +311,8 @@ class NodeService:
             known = record
         if await self.repairer.repair(known) is None:
             ctx.log.info("already staged", staging_path=record.staging_path)
+        if not self.repairer.watch.pids(record.staging_path):
+            await self.repairer.watch.follow(record.staging_path)
 
     async def NodeUnstageVolume(
         self, request: csi_pb2.NodeUnstageVolumeRequest, ctx: RpcContext
@@ -310,14 +325,36 @@ class NodeService:
                 async with self.tree.place(
                     staging, "staging_target_path", check=self._staging
                 ) as place:
-                    if await self.mounter.unmount(place, self.config.mount_timeout):
-                        ctx.log.info("unstaged", staging_path=place.path)
-                    await self.store.delete(place.path)
+                    await self._unstage_at(place, ctx)
             except ParentMissing:  # nothing there: unstaged already
                 await self.store.delete(staging)
 
         await self._locked((volume_key(volume_id), path_key(staging)), unstage)
         return csi_pb2.NodeUnstageVolumeResponse()
+
+    async def _unstage_at(self, place: Place, ctx: RpcContext) -> None:
+        """Unmount the staging mount, end its client, then forget the record (in this order:
+        a crash in between leaves a record, which the next node process squares)."""
+        self.repairer.watch.forget(place.path)
+        stage = mountinfo.mount_at(self.mounter.mounts(), place.path)
+        if await self.mounter.unmount(place, self.config.mount_timeout):
+            ctx.log.info("unstaged", staging_path=place.path)
+        left = [] if stage is None else mountinfo.binds_of(self.mounter.mounts(), stage)
+        if left:
+            # Unpublish did not come first (CSI says it must): the client still serves these.
+            ctx.log.warning("binds of an unstaged volume are still mounted; its gluster client "
+                            "is left to serve them", mounts=[m.mount_point for m in left])
+        else:
+            # The client ends by itself once its last mount is gone; whatever is left goes.
+            await self.mounter.end_group(stage_key(place.path), CLIENT_EXIT_SECONDS)
+        await self.store.delete(place.path)
+
+    async def _end_group_after_failure(self, group: str) -> None:
+        try:
+            await self.mounter.end_group(group, 0)
+        except Exception as exc:  # the RPC's own error is what the caller must see
+            _log.error("cannot end a client group after a failed stage", group=group,
+                       error=str(exc))
 
     # ---- publish -------------------------------------------------------------------------
 
@@ -389,8 +426,10 @@ class NodeService:
                 raise AlreadyExists(
                     f"{target.path} already has {existing.fstype} {existing.source} mounted"
                 )
-            # A bind of an earlier mount of this volume (the stage was re-mounted): re-bind.
-            await self.mounter.unmount(target, self.config.mount_timeout)
+            # A bind of an earlier mount of this volume (the stage was re-mounted): bind the
+            # current one on top, where running containers that receive mounts see it.
+            if entangled(existing, mounts, readonly):
+                await self.mounter.unmount(target, self.config.mount_timeout)
         await self.tree.mkdir(target, "target_path")
         await self.mounter.bind(staged, target, readonly, self.config.mount_timeout)
         try:
@@ -476,7 +515,13 @@ class NodeService:
     ) -> csi_pb2.NodeGetVolumeStatsResponse:
         volume_id = require(request.volume_id, "volume_id")
         path = require(request.volume_path, "volume_path")
-        probe = await self._probe_mounted(volume_id, path)
+        await self._mounted_volume(volume_id, path)
+        record = self.store.get(path) or self.store.owner_of_target(path)
+        try:
+            # A stopped client is said at once, a hung mount within the health timeout.
+            probe = await self.repairer.health(path, record.staging_path if record else None)
+        except PathMissing:
+            raise NotFound(f"{path} does not exist") from None
         if probe.usage is None:
             return csi_pb2.NodeGetVolumeStatsResponse(
                 volume_condition=csi_pb2.VolumeCondition(
@@ -485,6 +530,12 @@ class NodeService:
             )
         usage = probe.usage
         Unit = csi_pb2.VolumeUsage.Unit
+        stale = record.stale.get(path) if record is not None else None
+        condition = (
+            csi_pb2.VolumeCondition(abnormal=True, message=stale[1])
+            if stale is not None
+            else csi_pb2.VolumeCondition(abnormal=False, message="volume is healthy")
+        )
         return csi_pb2.NodeGetVolumeStatsResponse(
             usage=[
                 csi_pb2.VolumeUsage(
@@ -500,7 +551,7 @@ class NodeService:
                     used=usage.used_inodes,
                 ),
             ],
-            volume_condition=csi_pb2.VolumeCondition(abnormal=False, message="volume is healthy"),
+            volume_condition=condition,
         )
 
     async def NodeExpandVolume(

@@ -1,17 +1,23 @@
 """What the node must remember about its mounts across restarts of its own container.
 
-When the node container dies, the gluster clients it started die with it, and every mount of
-this node is left `Transport endpoint is not connected`. The restarted node repairs them
-(`repair.py`), which needs the source and options of each staging mount and the targets bound
-from it. In-memory state died with the container, so each staging path gets a small JSON file
-under `<kubelet-root>/plugins/<driver-name>/state/`, named by a hash of the path:
+The gluster clients outlive the node container (`clients.py`), but the node's memory does
+not: the restarted node adopts the clients and mounts it finds (`adopt.py`) and repairs those
+whose client died (`repair.py`), which needs the source and options of each staging mount
+and the targets bound from it. So each staging path gets a small JSON file under
+`<kubelet-root>/plugins/<driver-name>/state/`, named by its key (a hash of the path, which
+also names the cgroup its client runs in):
 
     {"version": 1, "volume_id": "...", "staging_path": "...", "source": "host:vol",
-     "options": ["log-file=...", ...], "log_file": "...", "targets": {"/path": false}}
+     "options": ["log-file=...", ...], "log_file": "...", "targets": {"/path": false},
+     "stale": {"/path": [1718000000.0, "why"]}}
 
-`targets` maps each publish target to whether it is read-only. Files are written atomically
-(temporary file, rename). The store keeps a copy of all records in memory, loaded from
-disk at start-up; only this process writes the directory.
+`targets` maps each publish target to whether it is read-only; `stale` names the targets
+whose pods still see a dead mount after a repair (their containers do not receive mounts
+from the host), with the time of the repair and what the pod's user should do. A record is
+written before its mount is made and deleted after its mount and client are gone, so a crash
+at any point leaves a record for everything that may be mounted. Files are written atomically
+(temporary file, rename). The store keeps a copy of all records in memory, loaded from disk at
+start-up; only this process writes the directory.
 """
 
 from __future__ import annotations
@@ -40,10 +46,12 @@ class StageRecord:
     options: tuple[str, ...]
     log_file: str
     targets: dict[str, bool] = field(default_factory=dict)
+    stale: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         data: dict[str, Any] = {"version": VERSION, **asdict(self)}
         data["options"] = list(self.options)
+        data["stale"] = {k: list(v) for k, v in self.stale.items()}
         return json.dumps(data, indent=1, sort_keys=True)
 
     @classmethod
@@ -58,6 +66,7 @@ class StageRecord:
             options=tuple(str(o) for o in data["options"]),
             log_file=str(data["log_file"]),
             targets={str(k): bool(v) for k, v in data.get("targets", {}).items()},
+            stale={str(k): (float(v[0]), str(v[1])) for k, v in data.get("stale", {}).items()},
         )
 
 
@@ -65,8 +74,13 @@ def state_dir(kubelet_root: str, driver_name: str) -> Path:
     return Path(kubelet_root) / "plugins" / driver_name / "state"
 
 
+def stage_key(staging_path: str) -> str:
+    """A name for everything of one staging path: its state file, its client's cgroup."""
+    return "stage-" + hashlib.sha256(staging_path.encode()).hexdigest()[:40]
+
+
 def _file_name(staging_path: str) -> str:
-    return "stage-" + hashlib.sha256(staging_path.encode()).hexdigest()[:40] + ".json"
+    return stage_key(staging_path) + ".json"
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -135,9 +149,28 @@ class StateStore:
     async def remove_target(self, target: str) -> None:
         async with self._lock:
             for record in list(self._records.values()):
-                if target in record.targets:
+                if target in record.targets or target in record.stale:
                     targets = {k: v for k, v in record.targets.items() if k != target}
-                    await self._write(replace(record, targets=targets))
+                    stale = {k: v for k, v in record.stale.items() if k != target}
+                    await self._write(replace(record, targets=targets, stale=stale))
+
+    async def mark_stale(self, staging_path: str, target: str, since: float, why: str) -> bool:
+        """Note that the pod of `target` still sees a dead mount; False when `target` is no
+        (longer a) target of `staging_path`."""
+        async with self._lock:
+            record = self._records.get(staging_path)
+            if record is None or target not in record.targets:
+                return False
+            if record.stale.get(target) != (since, why):
+                await self._write(replace(record, stale={**record.stale, target: (since, why)}))
+            return True
+
+    async def clear_stale(self, staging_path: str, target: str) -> None:
+        async with self._lock:
+            record = self._records.get(staging_path)
+            if record is not None and target in record.stale:
+                stale = {k: v for k, v in record.stale.items() if k != target}
+                await self._write(replace(record, stale=stale))
 
     async def _write(self, record: StageRecord) -> None:
         path = self.directory / _file_name(record.staging_path)

@@ -65,6 +65,7 @@ def make(
     mounter: FakeMounter | None = None,
     stats_timeout: float = 1,
     mount_timeout: float = 5,
+    health_timeout: float | None = None,
 ) -> NodeService:
     config = NodeConfig(
         node_id="node-1",
@@ -78,7 +79,8 @@ def make(
     store = StateStore(root / "plugins" / "drv" / "state")
     probe = FsProbe(config.stats_timeout, mounter.usage)
     locks = KeyedOperations()
-    repairer = Repairer(mounter, store, probe, locks, str(root), mount_timeout)
+    repairer = Repairer(mounter, store, probe, locks, str(root), mount_timeout,
+                        health_timeout=health_timeout)
     return NodeService(config, mounter, store, probe, locks, repairer)
 
 
@@ -403,19 +405,24 @@ async def test_stats_and_expand_show_the_volume_capacity(root, fake):
 async def test_a_dead_client_is_abnormal_and_unpublish_unstage_still_clean_up(root, fake):
     service = make(root, fake)
     staging, rw, ro = await staged_and_published(service, root)
+    fake.hold_mounts()  # the repair's new mount waits: the volume stays dead meanwhile
     fake.kill_client(staging)
-    for path in (staging, rw, ro):
+    await fake.wait_pending(staging)
+    for path in (rw, ro):  # the dead staging mount is gone already, its new one not there yet
         answer = await stats(service, path)
         assert answer.volume_condition.abnormal
         assert "not connected" in answer.volume_condition.message
+        assert "mounts the volume again" in answer.volume_condition.message
     with pytest.raises(Unavailable, match="not connected"):
         await service.NodeExpandVolume(
             csi_pb2.NodeExpandVolumeRequest(volume_id="vol-id-1", volume_path=rw), Ctx()
         )
+    fake.release_mounts()
+    await eventually(lambda: len(fake.clients) == 1)
     for target in (rw, ro):
         await unpublish(service, target)
     await unstage(service, root)
-    assert fake.mounts() == []
+    assert fake.mounts() == [] and fake.clients == [] and fake.cgroups == set()
 
 
 async def test_a_hung_mount_answers_promptly_with_one_probe_in_flight(root, fake):
