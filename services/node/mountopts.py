@@ -7,9 +7,12 @@ a well-formed value. What a user may ask for, flag by flag (the in-tree plugin s
 `log-level`, `log-file`, `backup-volfile-servers` and `auto_unmount` itself and passed the
 rest through; we keep its useful set and refuse what reaches beyond the volume):
 
-- allowed: `ro`/`rw`, the atime family, `exec`/`noexec`, `nosuid`/`nodev` (no-ops: always
-  set), `auto_unmount`, `_netdev`, gluster client switches (`acl`, `worm`, `resolve-gids`,
-  ...) and tuning values (`log-level`, timeouts, `direct-io-mode`, `transport`, ...).
+- allowed: `ro`/`rw`, the atime flags the FUSE mount takes (`atime`, `noatime`, `diratime`,
+  `norelatime`, `nostrictatime`: the glusterfs client hands the kernel `nodiratime`, `relatime`,
+  `strictatime` and `[no]lazyatime` as FUSE options, which it refuses), `exec`/`noexec`,
+  `nosuid`/`nodev` (no-ops: always set), `auto_unmount`, `_netdev`, gluster client switches
+  (`acl`, `worm`, `resolve-gids`, ...) and tuning values (`log-level`, timeouts,
+  `direct-io-mode`, `transport`, ...).
 - always set by the driver, never negotiable: `nosuid` and `nodev`. A FUSE mount made by
   root honours set-uid bits and device nodes unless told otherwise, and a gluster volume
   is written by every pod that mounts it (and by anyone with access to the gluster
@@ -43,12 +46,11 @@ LOG_LEVELS = frozenset({"TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"
 _PLAIN = frozenset(
     {
         "ro", "rw",
-        "atime", "noatime", "diratime", "nodiratime", "relatime", "norelatime",
-        "strictatime", "nostrictatime", "lazyatime", "nolazyatime",
+        "atime", "noatime", "diratime", "norelatime", "nostrictatime",
         "nodev", "exec", "noexec", "nosuid",
         "auto_unmount", "_netdev",
         "acl", "worm", "enable-ino32", "resolve-gids", "global-threading",
-        "localtime-logging", "mem-accounting", "fopen-keep-cache",
+        "localtime-logging", "fopen-keep-cache",
     }
 )  # fmt: skip
 

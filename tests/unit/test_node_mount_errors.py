@@ -36,9 +36,29 @@ FUSE_REFUSED = (
 )
 
 
-def answer(tail: str, source: str = "gluster-1:vol_1") -> tuple[Status, str]:
-    error = mount_failure(source, "/k/plugins/x/globalmount", "how it failed", tail, "/l.log")
+def answer(tail: str, output: str = "") -> tuple[Status, str]:
+    error = mount_failure(
+        "gluster-1:vol_1", "/k/plugins/x/globalmount", "how it failed", tail, "/l.log", output
+    )
     return status_for(error, "rid")
+
+
+@pytest.mark.parametrize(
+    ("output", "why"),
+    [
+        ('glusterfs: Invalid reader thread count 0. Valid range: ["1, 64"]\n'
+         "Mounting glusterfs on /k/plugins/x/globalmount failed.",
+         "Invalid reader thread count 0"),
+        ("/usr/sbin/glusterfs: unrecognized option '--mem-accounting'\n"
+         "Try `glusterfs --help' or `glusterfs --usage' for more information.\n"
+         "Mounting glusterfs on /k/plugins/x/globalmount failed.",
+         "unrecognized option '--mem-accounting'"),
+    ],
+)
+def test_options_the_gluster_client_refuses_are_invalid_argument(output, why):
+    status, message = answer("", output)
+    assert status is Status.INVALID_ARGUMENT
+    assert why in message and "mount flags" in message
 
 
 def test_a_volume_its_server_does_not_know_is_not_found_quoting_the_log():
