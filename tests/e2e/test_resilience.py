@@ -1,5 +1,5 @@
 """The driver's own pods and kubelet going away under load: nothing duplicated, nothing lost,
-and what a running pod's I/O sees (the node-plugin case is issue "Mounts that survive")."""
+and what a running pod's I/O sees (more of the node-plugin case in test_mount_recovery.py)."""
 
 from __future__ import annotations
 
@@ -22,11 +22,10 @@ from tests.e2e.kube import (
     read_file,
     wait_for,
 )
+from tests.e2e.test_mount_recovery import clients, staging_of
 
 pytestmark = pytest.mark.e2e
 
-MOUNTS_SURVIVE = ("issue 'Mounts that survive: gluster clients that outlive the node plugin, "
-                  "and recovery that reaches running pods'")
 # Writes a counter once every half second; a failed write is logged, never fatal.
 COUNTER = ("i=0; while true; do i=$((i+1)); if echo $i >> /data/counter; then echo ok $i; "
            "else echo IOERROR $i; fi; sleep 0.5; done")
@@ -69,14 +68,17 @@ async def wait_node_plugin_replaced(kube: Kube, old: str) -> str:
     return await wait_for("the DaemonSet to replace the node plugin pod", replaced, 180)
 
 
-@pytest.mark.xfail(reason=MOUNTS_SURVIVE, strict=True)
 async def test_deleting_the_node_plugin_pod_does_not_interrupt_a_writer(
-        kube: Kube, namespace: str) -> None:
+        kube: Kube, namespace: str, cluster: Cluster) -> None:
+    """The gluster clients run outside the node plugin's container (issue "Mounts that
+    survive"): the same client processes serve the volume before and after."""
     await kube.core.create_namespaced_persistent_volume_claim(namespace, claim("busy"))
-    await bound_pv(kube, namespace, "busy")
+    pv = await bound_pv(kube, namespace, "busy")
     await kube.core.create_namespaced_pod(namespace, busybox_pod(
         "writer", {"/data": "busy"}, COUNTER))
     await log_line(kube, namespace, "writer", lambda line: line.startswith("ok"), "a write")
+    staging = staging_of(pv)
+    before = clients(staging) if cluster.local else []
 
     old = await node_plugin_pod(kube)
     await kube.core.delete_namespaced_pod(old, DRIVER_NAMESPACE)
@@ -86,6 +88,8 @@ async def test_deleting_the_node_plugin_pod_does_not_interrupt_a_writer(
     await delete_pod(kube, namespace, "writer")
     failed = [line for line in log.splitlines() if line.startswith("IOERROR")]
     assert not failed, f"the writer saw {len(failed)} I/O errors; last lines: {lines[-5:]}"
+    if cluster.local:
+        assert len(before) == 1 and clients(staging) == before, "a gluster client restarted"
 
 
 async def test_kubelet_restart_keeps_the_writer_and_re_registers_the_driver(
