@@ -5,12 +5,22 @@ directory. When the file is removed (a kubelet restart can wipe the directory), 
 forgets the plugin; only a new socket file makes it register the plugin again. So the
 watcher here replaces a vanished socket with a fresh listener, not just a new name for the
 old one.
+
+The socket file appears in plugins_registry exactly once, under its own name, and stays:
+kubelet's watcher logs an error for every file that appears there and is gone by the time
+it looks (a temporary name renamed or linked into place is such a file, dot or not), and it
+watches every directory below plugins_registry too. A socket file cannot be moved to
+another mount, and plugins_registry is the registrar's only mount of that file system, so
+the socket is bound at its final name and listening within the same synchronous step
+(bind, chmod, listen: no await, microseconds); kubelet's registration attempt comes from
+its reconciler, at the earliest on its next one-second tick.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
 from pathlib import Path
@@ -30,18 +40,28 @@ _FLUSH_PAUSE = 0.05
 _BACKLOG = 100
 
 
-def _publish(staging: Path, path: Path) -> None:
-    """Give the socket at `staging` the name `path`; never replaces a file already there."""
+def _bind_listening(path: Path, mode: int) -> socket.socket:
+    """A unix socket bound at `path` and listening; never replaces a file already there
+    (bind refuses an existing name)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        os.link(staging, path)
-    except FileExistsError:
-        raise StartupError(f"{path} appeared while the registration socket was being "
-                           "created; another registrar?") from None
-    except OSError:
-        # A file system without hard links: rename, after checking nothing is in the way.
-        if os.path.lexists(path):
-            raise StartupError(f"{path} exists; refusing to replace it") from None
-        os.rename(staging, path)
+        try:
+            sock.bind(str(path))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(f"{path} appeared while the registration socket was being "
+                                   "created; another registrar?") from None
+            raise
+        try:
+            os.chmod(path, mode)
+            sock.listen(_BACKLOG)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class RegistrationSocket:
@@ -75,34 +95,18 @@ class RegistrationSocket:
         return (st.st_dev, st.st_ino) == self._identity
 
     async def _listen(self) -> None:
-        """Listen on a fresh socket and put it at `path`, then stop the previous listener.
-
-        The socket is bound and listening under a hidden name first (kubelet ignores dot
-        files) and only then linked to `path`: kubelet's watcher reacts the moment the file
-        appears, and a socket that is not yet accepting would make its first attempt fail.
-        """
-        staging = self.path.with_name(f".{self.path.name}.new")
-        staging.unlink(missing_ok=True)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        server = Server(self._servables)
-        started = False
-        try:
-            sock.bind(str(staging))
-            os.chmod(staging, self._mode)
-            sock.listen(_BACKLOG)
-            await server.start(sock=sock)
-            started = True
-            _publish(staging, self.path)
-        except BaseException:
-            if started:  # the server owns the socket now
-                server.close()
-                await server.wait_closed()
-            else:
-                sock.close()
-            raise
-        finally:
-            staging.unlink(missing_ok=True)
+        """Listen on a fresh socket at `path` (see the module's doc), then stop the previous
+        listener."""
+        sock = _bind_listening(self.path, self._mode)
         st = os.stat(self.path)
+        server = Server(self._servables)
+        try:
+            await server.start(sock=sock)
+        except BaseException:
+            sock.close()
+            if _same_file(self.path, st):
+                self.path.unlink(missing_ok=True)
+            raise
         self._identity = (st.st_dev, st.st_ino)
         old, self._server = self._server, server
         if old is not None:
@@ -148,3 +152,11 @@ class RegistrationSocket:
         if self._ours():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
+
+
+def _same_file(path: Path, st: os.stat_result) -> bool:
+    try:
+        now = os.stat(path)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)

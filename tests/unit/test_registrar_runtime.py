@@ -4,9 +4,11 @@ the registration service, the self-healing registration socket and the health ch
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import shutil
 import socket
+import struct
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -25,7 +27,7 @@ from services.common.server import StartupError
 from services.registrar import driver
 from services.registrar.driver import NoAnswer, driver_name, wait_for_driver
 from services.registrar.health import HealthState, check, registration_name
-from services.registrar.listener import RegistrationSocket, _publish
+from services.registrar.listener import RegistrationSocket, _bind_listening
 from services.registrar.service import RegistrationService
 
 DRIVER = "glusterfs.heketi.csi.io"
@@ -367,11 +369,48 @@ async def test_a_file_that_appears_meanwhile_is_never_replaced(sockdir: Path) ->
     assert reg.path.read_text() == "not ours"
 
 
-def test_publishing_never_overwrites(sockdir: Path) -> None:
-    staging, path = sockdir / ".x.sock.new", sockdir / "x.sock"
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.bind(str(staging))
-        path.write_text("somebody else's")
-        with pytest.raises(StartupError, match="appeared"):
-            _publish(staging, path)
-        assert path.read_text() == "somebody else's"
+def test_binding_never_overwrites(sockdir: Path) -> None:
+    path = sockdir / "x.sock"
+    path.write_text("somebody else's")
+    with pytest.raises(StartupError, match="appeared"):
+        _bind_listening(path, 0o660)
+    assert path.read_text() == "somebody else's"
+
+
+def created_in(directory: Path) -> tuple[int, Callable[[], set[str]]]:
+    """Watch `directory` for created entries (inotify, as kubelet's plugin watcher does):
+    the descriptor, and a function that returns the names created so far."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    assert fd >= 0 and libc.inotify_add_watch(fd, bytes(directory), 0x100) >= 0  # IN_CREATE
+
+    def names() -> set[str]:
+        found: set[str] = set()
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return found
+            offset = 0
+            while offset < len(data):
+                _wd, _mask, _cookie, size = struct.unpack_from("iIII", data, offset)
+                name = data[offset + 16:offset + 16 + size].rstrip(b"\0").decode()
+                found.add(name)
+                offset += 16 + size
+
+    return fd, names
+
+
+async def test_no_other_file_ever_appears_in_the_registration_directory(sockdir: Path) -> None:
+    """Kubelet's watcher logs an error for a file that appears and vanishes there."""
+    fd, created = created_in(sockdir)
+    reg = registration(sockdir)
+    try:
+        await reg.open()
+        reg.path.unlink()
+        await reg.recreate()
+    finally:
+        await reg.close(1.0)
+        seen = created()
+        os.close(fd)
+    assert seen == {reg.path.name}
