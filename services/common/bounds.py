@@ -4,7 +4,8 @@ The RPC layer (`services.common.rpc`) checks each request here before anything r
 no service needs checks of its own and a field added to a later csi.proto is bounded too.
 A request over a bound is INVALID_ARGUMENT naming the field and the bound, never echoing
 the value. Counts (map entries, repeated items) are checked before their items are looked
-at, so a hostile request costs as much as the bounds allow, not as much as it holds.
+at, so a hostile request costs as much as the bounds allow, not as much as it holds; the
+whole message is refused by its length prefix before its body is read (`receive_request`).
 
 The bounds are generous: the CSI spec's own limits (128 bytes for ids and names, 4 KiB for
 a map) with room for Kubernetes-made paths and for Secrets that carry more than the key.
@@ -12,11 +13,14 @@ a map) with room for Kubernetes-made paths and for Secrets that carry more than 
 
 from __future__ import annotations
 
+import struct
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from grpclib.server import Stream
 
 from services.common.errors import InvalidArgument
 
@@ -38,6 +42,9 @@ class Limits:
     secret_value_bytes: int = 16 * KIB  # a Secret may hold more than the key (a CA bundle)
     secret_map_bytes: int = 64 * KIB
     request_bytes: int = 256 * KIB
+    # The wire size of a message beyond which its body is not even read: larger than any
+    # request the field bounds let through, so that those still name the field at fault.
+    message_bytes: int = 4 * KIB * KIB
 
 
 LIMITS = Limits()
@@ -127,3 +134,30 @@ def _check_map(field: FieldDescriptor, value: Any, name: str, limits: Limits) ->
         total += key_size + item_size
     if total > total_limit:
         raise InvalidArgument(f"{name} holds {total} bytes; at most {total_limit} are allowed")
+
+
+async def receive_request(stream: Stream[Any, Any], limit: int = LIMITS.message_bytes) -> Any:
+    """The request message of a unary call, refused by its length prefix when it announces
+    more than `limit` bytes, before the body is read.
+
+    grpclib has no receive limit: it reads whatever a message's prefix announces, and a
+    gigabyte takes seconds of the event loop. This mirrors `grpclib.server.Stream.recv_message`
+    (grpclib < 0.5, pinned) with the check between prefix and body; the refusal is sent as the
+    call's status and the unread rest of the stream is reset by grpclib.
+    """
+    raw = stream._stream
+    prefix = await raw.recv_data(5)
+    if len(prefix) < 5:
+        raise InvalidArgument("the call carries no request message")
+    compressed, size = struct.unpack(">?I", prefix)
+    if compressed:
+        raise InvalidArgument("compressed requests are not supported")
+    if size > limit:
+        raise InvalidArgument(f"the request message is {size} bytes; at most {limit} are "
+                              "accepted")
+    message = stream._codec.decode(await raw.recv_data(size), stream._recv_type)
+    (message,) = await stream._dispatch.recv_message(message)
+    stream._messages_received += 1
+    raw.connection.messages_received += 1
+    raw.connection.last_message_received = time.monotonic()
+    return message

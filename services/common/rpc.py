@@ -22,9 +22,10 @@ from grpclib.const import Handler, Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
-from services.common.bounds import check_request
+from services.common.bounds import check_request, receive_request
 from services.common.errors import (
     DriverError,
+    InvalidArgument,
     Unavailable,
     Unimplemented,
     clip_message,
@@ -121,8 +122,13 @@ class Servable:
         return handle
 
     async def _serve(self, stream: Stream[Any, Any], method: str, func: Any) -> None:
-        request = await stream.recv_message()
-        assert request is not None
+        try:
+            request = await receive_request(stream)
+        except InvalidArgument as exc:
+            RPC_TOTAL.labels(method, Status.INVALID_ARGUMENT.name).inc()
+            _log.warning("rpc", method=method, code=Status.INVALID_ARGUMENT.name,
+                         error=str(exc))
+            raise GRPCError(Status.INVALID_ARGUMENT, str(exc)) from None
         request_id = uuid.uuid4().hex[:12]
         oid = object_id(request)
         log = _log.bind(method=method, request_id=request_id)

@@ -77,3 +77,20 @@ async def test_a_1mb_field_costs_milliseconds_and_probe_answers_meanwhile(ctl, s
     assert list(our_volumes(sim).values()) == [1]
     log = ctl.proc.log_text()
     assert "x" * 2000 not in log, "the huge value reached the log"
+
+
+async def test_a_gigantic_request_is_refused_by_its_size_before_it_is_read(ctl, sim):
+    """grpclib reads whatever a message announces; the driver refuses a message larger than
+    its wire bound from the length prefix alone, in well under a second."""
+    request = create_request("pvc-gigantic", **{f"k{i}": "v" * 1000 for i in range(64)})
+    request.name = "n" * (64 * MB)
+    started = time.monotonic()
+    with pytest.raises(GRPCError) as err:
+        await ctl.stub.CreateVolume(request, timeout=10)
+    cost = time.monotonic() - started
+    assert err.value.status is Status.INVALID_ARGUMENT, err.value
+    assert "request message is" in (err.value.message or ""), err.value.message
+    print(f"a 64 MB request refused in {cost:.3f} s")
+    assert cost < 2, cost
+    reply = await ctl.stub.CreateVolume(create_request("pvc-after-gigantic"), timeout=10)
+    assert reply.volume.volume_id
