@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import statistics
 import sys
@@ -85,7 +86,9 @@ class Bench:
         self.stub: csi_grpc.NodeStub
 
     def staging(self, v: str) -> str:
-        return f"{self.root}/plugins/kubernetes.io/csi/glusterfs.heketi.csi.io/{v}/globalmount"
+        # kubelet's shape: the directory is named by the sha256 of the volume id.
+        digest = hashlib.sha256(v.encode()).hexdigest()
+        return f"{self.root}/plugins/kubernetes.io/csi/glusterfs.heketi.csi.io/{digest}/globalmount"
 
     def target(self, v: str, pod: str = "pod") -> str:
         return f"{self.root}/pods/{pod}-{v}/volumes/kubernetes.io~csi/pv/mount"
