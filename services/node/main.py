@@ -239,7 +239,7 @@ async def readiness() -> bool:
 
 async def run(args: argparse.Namespace) -> int:
     check_arguments(args)
-    pods = await connect_pods(args.node_id)
+    pods = connect_pods(args.node_id)
     if args.delete_stale_pods and pods is None:
         _log.warning("--delete-stale-pods needs Kubernetes API access; no pod will be evicted")
     node = build_service(args, pods, await client_cgroups(args))

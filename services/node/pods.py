@@ -5,7 +5,9 @@ The node calls the API only after a repair, for the pods whose volume it re-moun
 (`aftercare.py`), never on the path of a CSI call. Its ServiceAccount may list and get pods,
 get claims, create Events and create evictions (k8s/base/rbac-node.yaml); the token is
 mounted into the node container only. Outside a cluster (no KUBERNETES_SERVICE_HOST) there is
-no API and `connect` answers None.
+no API and `connect` answers None. The API client (kubernetes_asyncio, about 37 MiB of
+resident memory) is loaded on the first call, so a node that never repairs a volume never
+pays for it.
 """
 
 from __future__ import annotations
@@ -123,14 +125,29 @@ def claims_of(pod: Obj) -> list[str]:
 
 
 class KubePods:
-    """`Pods` through kubernetes_asyncio, plain dicts in and out."""
+    """`Pods` through kubernetes_asyncio (in-cluster configuration), plain dicts in and out;
+    the client is made on the first call."""
 
-    def __init__(self, api: Any, node_id: str) -> None:
-        from kubernetes_asyncio import client
-
-        self.api = api
+    def __init__(self, node_id: str) -> None:
         self.node_id = node_id
-        self.core: Any = client.CoreV1Api(api)
+        self.api: Any = None
+        self._core: Any = None
+
+    @property
+    def core(self) -> Any:
+        if self._core is None:
+            from kubernetes_asyncio import client, config
+
+            configuration = client.Configuration()
+            try:
+                config.load_incluster_config(  # type: ignore[no-untyped-call]
+                    client_configuration=configuration)
+            except config.ConfigException as exc:
+                raise PodsUnavailable(f"no API access (no ServiceAccount token?): {exc}"
+                                      ) from None
+            self.api = client.ApiClient(configuration)
+            self._core = client.CoreV1Api(self.api)
+        return self._core
 
     def _dict(self, model: Any) -> Obj:
         data: Obj = self.api.sanitize_for_serialization(model)
@@ -198,22 +215,21 @@ class KubePods:
         return None
 
     async def close(self) -> None:
-        await self.api.close()
+        if self.api is not None:
+            await self.api.close()
 
 
-async def connect(node_id: str) -> KubePods | None:
+# Where the in-cluster configuration finds the ServiceAccount token.
+TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+def connect(node_id: str) -> KubePods | None:
     """The API as seen from the node's pod (in-cluster configuration); None outside a
     cluster or without a token (the node then cannot tell pods about stale mounts)."""
     if not os.environ.get("KUBERNETES_SERVICE_HOST"):
         return None
-    from kubernetes_asyncio import client, config
-
-    configuration = client.Configuration()
-    try:
-        config.load_incluster_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration)
-    except config.ConfigException as exc:
-        _log.warning("no Kubernetes API access (no ServiceAccount token?): pods whose "
-                     "volume was repaired get no events", error=str(exc))
+    if not os.path.exists(TOKEN_FILE):
+        _log.warning("no Kubernetes API access (no ServiceAccount token): pods whose volume "
+                     "was repaired get no events", token_file=TOKEN_FILE)
         return None
-    return KubePods(client.ApiClient(configuration), node_id)
+    return KubePods(node_id)

@@ -291,7 +291,10 @@ class Repairer:
             source=record.source,
             targets=sorted(targets),
         )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         await self.remount_stage(record)
+        remounted = loop.time()
         result = await self._rebind(record, targets, remounted=True)
         _log.info(
             "repaired staged volume",
@@ -300,6 +303,8 @@ class Repairer:
             targets=list(result.rebound),
             replaced=list(result.replaced),
             skipped=list(result.skipped),
+            remount_ms=round((remounted - started) * 1000),
+            rebind_ms=round((loop.time() - remounted) * 1000),
         )
         return result
 
@@ -308,16 +313,26 @@ class Repairer:
         async with self.tree.place(record.staging_path, "staging path") as place:
             if not place.exists:
                 raise FailedPrecondition(f"staging path {place.path} is gone")
+            loop = asyncio.get_running_loop()
+            times = [loop.time()]
             self.watch.forget(record.staging_path)
             await self.mounter.unmount(place, self.mount_timeout)
+            times.append(loop.time())
             # Whatever is left in the group (a dead client's unfinished helper) goes first:
             # one client per staging path, never two.
             await self.mounter.end_group(group, 0)
+            times.append(loop.time())
             mount = await self.mounter.mount_glusterfs(
                 record.source, place, record.options, record.log_file, self.mount_timeout,
                 group,
             )  # fmt: skip
+            times.append(loop.time())
         await self.watch.follow(record.staging_path)
+        times.append(loop.time())
+        _log.info("re-mounted a staging mount", staging_path=record.staging_path,
+                  **{f"{step}_ms": round((b - a) * 1000) for step, a, b in zip(
+                      ("unmount", "end_group", "mount", "follow"), times, times[1:],
+                      strict=False)})
         return mount
 
     def _targets_of(
