@@ -12,6 +12,7 @@ import pytest
 
 from devtools.fake_mounter import FakeMounter
 from services.node import mountinfo
+from services.node.repair import entangled
 from services.node.state import stage_key
 from tests.unit.test_node_service import (
     Ctx,
@@ -216,3 +217,24 @@ async def test_clients_in_their_groups_survive_a_node_container_restart(root, fa
     assert [c.pid for c in fake.clients] == pids
     assert not (await stats(service, rw)).volume_condition.abnormal
     assert await fake.group_pids(fake.clients[0].group or "") == pids
+
+
+def test_the_peer_group_of_a_mount_is_read_from_mountinfo():
+    shared = mountinfo.parse_line(
+        "373 46 0:138 / /k/pods/a/mount rw,relatime shared:7 master:3 - fuse.glusterfs "
+        "h:v rw,user_id=0")
+    private = mountinfo.parse_line("42 46 0:39 / /k/stage rw,relatime - fuse.glusterfs h:v rw")
+    assert shared.peer_group == 7 and private.peer_group is None
+
+
+def test_a_target_sharing_its_peer_group_with_one_of_other_readonlyness_is_entangled():
+    def bind(point: str, group: int | None, readonly: bool) -> mountinfo.Mount:
+        return mountinfo.Mount(1, 1, 0, 40, "/", point, ("ro" if readonly else "rw",),
+                               "fuse.glusterfs", "h:v", ("rw",), group)
+
+    rw, ro = bind("/k/pods/a/mount", 7, False), bind("/k/pods/b/mount", 7, True)
+    alone = bind("/k/pods/c/mount", 9, False)
+    assert entangled(rw, [rw, ro, alone], readonly=False)  # a rw mount on it would reach ro
+    assert not entangled(alone, [rw, ro, alone], readonly=False)
+    assert not entangled(rw, [rw, bind("/k/pods/d/mount", 7, False)], readonly=False)
+    assert not entangled(bind("/k/pods/e/mount", None, False), [ro], readonly=False)
