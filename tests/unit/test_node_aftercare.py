@@ -3,11 +3,8 @@ do not, and the opt-in eviction (the node against the mounter fake and a fake AP
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-import pytest
 
 from devtools.fake_mounter import FakeMounter
 from services.node.aftercare import Aftercare, pod_of_target
@@ -58,18 +55,6 @@ class FakePods:
 
 def pod(name: str, receives: bool, controlled: bool = True, started: float = 1.0) -> PodView:
     return PodView("ns", name, name, controlled, receives, (started,))
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "kubelet"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeMounter]:
-    mounter = FakeMounter()
-    yield mounter
-    mounter.close()
 
 
 def with_pods(root: Path, fake: FakeMounter, pods: FakePods, delete: bool = False

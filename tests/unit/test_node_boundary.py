@@ -11,7 +11,6 @@ kubelet root an attacker points at (/etc, another pod's data)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,23 +35,11 @@ from tests.unit.test_node_service import (
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "kubelet"
-
-
-@pytest.fixture
 def scratch(tmp_path: Path) -> Path:
     path = tmp_path / "scratch"
     path.mkdir()
     (path / "keep.txt").write_text("precious")
     return path
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeMounter]:
-    mounter = FakeMounter()
-    yield mounter
-    mounter.close()
 
 
 def untouched(scratch: Path) -> bool:

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import errno
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from devtools.fake_mounter import FakeMounter
 from services.node import mountinfo
@@ -26,18 +22,6 @@ from tests.unit.test_node_service import (
     unpublish,
     unstage,
 )
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "kubelet"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeMounter]:
-    mounter = FakeMounter()
-    yield mounter
-    mounter.close()
 
 
 def healthy_again(fake: FakeMounter, staging: str, rw: str, ro: str, old: mountinfo.Mount

@@ -11,7 +11,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,18 +46,6 @@ class Ctx(RpcContext):
         import structlog
 
         super().__init__(method="test", request_id="r1", log=structlog.get_logger("test"))
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "kubelet"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeMounter]:
-    mounter = FakeMounter()
-    yield mounter
-    mounter.close()
 
 
 def make(
