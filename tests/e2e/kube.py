@@ -185,11 +185,13 @@ async def pod_phase(kube: Kube, namespace: str, name: str, phases: set[str],
 
 
 async def pod_log(kube: Kube, namespace: str, name: str) -> str:
-    """The pod's log so far; empty while its container has not started yet."""
+    """The pod's log so far; empty while its container has not started yet (the API server
+    answers 400, "waiting to start" or "is not available", until it has)."""
     try:
         text: str | None = await kube.core.read_namespaced_pod_log(name, namespace)
     except ApiException as exc:
-        if exc.status == 400 and "waiting to start" in str(exc.body):
+        if exc.status == 400 and ("waiting to start" in str(exc.body)
+                                  or "is not available" in str(exc.body)):
             return ""
         raise
     return text or ""
