@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from services.controller.heketi.client import HeketiClient
-from tests.e2e.conftest import Cluster
+from tests.e2e.conftest import Cluster, heketi_id
 from tests.e2e.kube import (
     DRIVER_NAME,
     DRIVER_NAMESPACE,
@@ -150,7 +150,7 @@ async def test_controller_deleted_during_a_burst_of_20_claims_makes_exactly_20_v
 
     handles = {(await bound_pv(kube, namespace, name, timeout=300)).spec.csi.volume_handle
                for name in names}
-    ids = {handle.rsplit(":", 1)[-1] for handle in handles}
+    ids = {heketi_id(handle) for handle in handles}
     assert len(ids) == len(names)
     made = []
     for volume_id in set(await heketi.list_volume_ids()) - before:

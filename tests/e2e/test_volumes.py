@@ -8,7 +8,7 @@ import pytest
 
 from devtools import glusterd
 from services.controller.heketi.client import HeketiClient
-from tests.e2e.conftest import Cluster
+from tests.e2e.conftest import Cluster, heketi_id
 from tests.e2e.kube import (
     DRIVER_NAME,
     Kube,
@@ -32,11 +32,6 @@ pytestmark = pytest.mark.e2e
 WRITE_FILE = "echo {token} > /data/{path} && sync && echo written && exec sleep 3600"
 
 
-def heketi_id(pv: object) -> str:
-    handle: str = pv.spec.csi.volume_handle  # type: ignore[attr-defined]
-    return handle.rsplit(":", 1)[-1]
-
-
 async def test_driver_is_deployed_and_registered(kube: Kube, driver_ready: None) -> None:
     driver = await kube.storage.read_csi_driver(DRIVER_NAME)
     assert driver.spec.attach_required is True
@@ -58,7 +53,7 @@ async def test_two_pods_share_a_rwx_volume_and_a_read_only_mount_cannot_write(
 
     # The data is on the gluster bricks (the node is this machine, and so is glusterd).
     if cluster.local:
-        info = await heketi.volume_info(heketi_id(pv))
+        info = await heketi.volume_info(heketi_id(pv.spec.csi.volume_handle))
         gluster_volume = info.mount.device.partition(":")[2]
         on_bricks = [p / "token" for p in await glusterd.brick_paths(gluster_volume)]
         assert on_bricks and all(
@@ -91,7 +86,7 @@ async def test_online_expansion_reaches_heketi_without_restarting_the_pod(
         kube: Kube, namespace: str, heketi: HeketiClient) -> None:
     await kube.core.create_namespaced_persistent_volume_claim(namespace, claim("grow"))
     pv = await bound_pv(kube, namespace, "grow")
-    assert (await heketi.volume_info(heketi_id(pv))).size_gib == 1
+    assert (await heketi.volume_info(heketi_id(pv.spec.csi.volume_handle))).size_gib == 1
     await kube.core.create_namespaced_pod(namespace, busybox_pod(
         "user", {"/data": "grow"},
         "i=0; while true; do i=$((i+1)); echo $i > /data/tick || echo IOERROR; "
@@ -109,7 +104,7 @@ async def test_online_expansion_reaches_heketi_without_restarting_the_pod(
     await wait_for("the claim's capacity to reach 2Gi", claim_grown, timeout=180)
     current = await kube.core.read_persistent_volume(pv.metadata.name)
     assert current.spec.capacity["storage"] == "2Gi"
-    assert (await heketi.volume_info(heketi_id(pv))).size_gib == 2
+    assert (await heketi.volume_info(heketi_id(pv.spec.csi.volume_handle))).size_gib == 2
 
     after = await kube.core.read_namespaced_pod("user", namespace)
     assert after.metadata.uid == before.metadata.uid
