@@ -68,6 +68,22 @@ k8s-down: ## Stop the local Kubernetes and undo every change it made to the host
 k8s-kubeconfig: ## Print the path of the local cluster's admin kubeconfig
 	@$(PY) -m devtools.k8s kubeconfig
 
+.PHONY: helm
+helm: ## Build helm from the Go module proxy (cached) and fetch the chart's validation schemas
+	$(PY) -m devtools.k8s build helm
+
+.PHONY: helm-lint
+helm-lint: helm ## helm lint --strict charts/heketi-csi
+	$$($(PY) -c 'from devtools.k8s.helm import helm_path; print(helm_path())') lint --strict charts/heketi-csi
+
+.PHONY: chart-test
+chart-test: helm ## The chart's tests: lint, strict validation (oldest/newest Kubernetes), parity with k8s/base
+	$(PY) -m pytest -q tests/unit/test_chart.py tests/unit/test_versions.py
+
+.PHONY: versions
+versions: ## Write the sidecar versions of devtools/k8s/versions.env into k8s/base and the chart
+	$(PY) -m devtools.k8s.pins
+
 .PHONY: protos
 protos: ## Regenerate services/common/proto/ from protos/ (commit the result)
 	$(PY) tools/protogen.py

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devtools.k8s.config import GOMOD_DIR, Versions, cache_root, versions
+from devtools.k8s.config import GOMOD_DIR, Versions, cache_root, read_versions_file, versions
 
 MODULE_PREFIX = "heketi-csi.invalid/devtools/k8s"
 
@@ -42,6 +42,10 @@ class Component:
     local_replace: Callable[[str], str | None]
     # extra -ldflags, computed when building (the Kubernetes ones need the module's commit)
     ldflags: Callable[[], list[str]] = field(default=lambda: [])
+    # binaries that are their package's test binary (`go test -c`), e.g. e2e.test
+    test_binaries: frozenset[str] = frozenset()
+    # built only when named (`build kubernetes-e2e`), never by a plain `build` or `up`
+    on_demand: bool = False
 
     @property
     def key(self) -> str:
@@ -156,6 +160,9 @@ def generate_gomod(comp: Component, dest: Path) -> None:
     (dest / "go.sum").touch()
     log(f"{comp.key}: go mod tidy ({len(replaces)} replace directives)")
     _go(["mod", "tidy"], cwd=dest)
+    for name in comp.test_binaries:
+        # tidy leaves out what a dependency's tests import; listing them records those too
+        _go(["list", "-e", "-test", "-deps", comp.binaries[name]], cwd=dest)
 
 
 def _vtuple(v: str) -> tuple[int, ...]:
@@ -220,9 +227,10 @@ def build_component(comp: Component, save_gomod: bool = False) -> dict[str, floa
             continue
         tmp = out.with_name(f".{binary}.tmp")
         log(f"{comp.key}: building {binary} ({pkg})")
+        go_cmd = ["test", "-c"] if binary in comp.test_binaries else ["build"]
         with _Ticker(binary) as tick:
             proc = subprocess.run(
-                ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), pkg],
+                ["go", *go_cmd, "-trimpath", "-ldflags", ldflags, "-o", str(tmp), pkg],
                 cwd=src,
                 env=_go_env(),
                 check=False,
@@ -299,7 +307,48 @@ def components(v: Versions | None = None) -> list[Component]:
             local=lambda p: v.snapshotter_client if "external-snapshotter/client" in p else None,
         ),
         _sidecar("external-resizer", "v2", v.resizer, ["csi-resizer"]),
+        # the upstream storage suite (docs/conformance.md) and the ginkgo CLI that runs it in
+        # parallel, from the same module graph: the CLI is the version e2e.test links
+        Component(
+            name="kubernetes-e2e",
+            version=v.kubernetes,
+            modules=k8s.modules,
+            binaries={
+                "e2e.test": "k8s.io/kubernetes/test/e2e",
+                "ginkgo": "github.com/onsi/ginkgo/v2/ginkgo",
+            },
+            local_replace=k8s.local_replace,
+            ldflags=k8s_ldflags,
+            test_binaries=frozenset({"e2e.test"}),
+            on_demand=True,
+        ),
+        _helm(v.helm),
     ]
+
+
+def _helm(version: str) -> Component:
+    """helm, with the ldflags of its Makefile (version; default Kubernetes from client-go)."""
+    mod = "helm.sh/helm/v3"
+
+    def ldflags() -> list[str]:
+        gm = _parse_gomod(str(module_info(mod, version)["GoModFile"]))
+        client_go = next(r["Version"] for r in gm["Require"] if r["Path"] == "k8s.io/client-go")  # type: ignore[attr-defined]
+        minor = client_go.lstrip("v").split(".")[1]
+        flags = [f"-X {mod}/internal/version.version={version}"]
+        flags += [f"-X {mod}/internal/version.gitTreeState=clean"]
+        for pkg in ("pkg/lint/rules", "pkg/chartutil"):
+            flags += [f"-X {mod}/{pkg}.k8sVersionMajor=1"]
+            flags += [f"-X {mod}/{pkg}.k8sVersionMinor={minor}"]
+        return flags
+
+    return Component(
+        name="helm",
+        version=version,
+        modules={mod: version},
+        binaries={"helm": f"{mod}/cmd/helm"},
+        local_replace=lambda _p: None,
+        ldflags=ldflags,
+    )
 
 
 def _sidecar(
@@ -354,6 +403,16 @@ def snapshot_crds_dir() -> Path:
     return dest
 
 
+def chart_validation_sources() -> None:
+    """Module sources the chart's tests validate against (tests/unit/test_chart.py): the
+    OpenAPI of the oldest and newest supported Kubernetes, the ServiceMonitor CRD."""
+    env = read_versions_file()
+    for version in (env["SUPPORTED_KUBERNETES_OLDEST"], env["SUPPORTED_KUBERNETES_NEWEST"]):
+        module_download("k8s.io/kubernetes", version)
+    module_download("github.com/prometheus-operator/prometheus-operator",
+                    env["PROMETHEUS_OPERATOR"])
+
+
 def build_all(only: Sequence[str] = (), save_gomod: bool = False) -> dict[str, dict[str, float]]:
     """Build every missing component (one at a time; a lock keeps concurrent runs apart)."""
     cache_root().mkdir(parents=True, exist_ok=True)
@@ -374,13 +433,15 @@ def _build_all(only: Sequence[str], save_gomod: bool) -> dict[str, dict[str, flo
     all_t: dict[str, dict[str, float]] = {}
     t0 = time.monotonic()
     for comp in components():
-        if only and comp.name not in only:
+        if (only and comp.name not in only) or (not only and comp.on_demand):
             continue
         c0 = time.monotonic()
         all_t[comp.key] = build_component(comp, save_gomod=save_gomod)
         if all_t[comp.key]:
             log(f"{comp.key}: done in {time.monotonic() - c0:.0f}s")
     snapshot_crds_dir()
+    if not only or "helm" in only:
+        chart_validation_sources()
     log(f"all components ready in {time.monotonic() - t0:.0f}s (cache {cache_root()})")
     return all_t
 

@@ -65,6 +65,7 @@ class Versions:
     resizer: str
     pause_image: str
     busybox_image: str
+    helm: str
 
     @property
     def k8s_minor(self) -> int:
@@ -97,4 +98,5 @@ def versions() -> Versions:
         resizer=get("EXTERNAL_RESIZER"),
         pause_image=get("PAUSE_IMAGE"),
         busybox_image=get("BUSYBOX_IMAGE"),
+        helm=get("HELM_VERSION"),
     )
