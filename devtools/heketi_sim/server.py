@@ -139,6 +139,7 @@ class HeketiSimulator:
         self.inflight = 0
         # fault injection
         self.latency: dict[str, float] = {}
+        self.holds: dict[str, asyncio.Event] = {}  # kind -> released when set (see hold)
         self.fail_rules: list[FailRule] = []
         self.drop_results = 0
         self.maintenance = False
@@ -216,6 +217,14 @@ class HeketiSimulator:
         else:
             self._check_kind(kind, MUTATING_KINDS)
             self.latency[kind] = seconds
+
+    def hold(self, kind: str) -> asyncio.Event:
+        """Keep operations of `kind` that start from now on pending (after their latency) until
+        the returned event is set: a test acts while one is in progress, without timing it."""
+        self._check_kind(kind, MUTATING_KINDS)
+        if kind not in self.holds or self.holds[kind].is_set():
+            self.holds[kind] = asyncio.Event()
+        return self.holds[kind]
 
     def fail_next(self, count: int = 1, status: int = 500, text: str = "simulated failure",
                   *, kinds: tuple[str, ...] | list[str] = MUTATING_KINDS,
@@ -398,6 +407,7 @@ class HeketiSimulator:
         self.stats.ops_started[kind] += 1
         failure = request.get(_QUEUE_FAILURE)
         latency = self.latency.get(kind, self.config.op_latency)
+        held = self.holds.get(kind)
 
         async def undo() -> None:
             try:
@@ -409,6 +419,8 @@ class HeketiSimulator:
             try:
                 if latency > 0:
                     await asyncio.sleep(latency)
+                if held is not None:
+                    await held.wait()
                 if failure is not None:
                     raise _OpFailed(failure.status, failure.text)
                 op.location = await work()
@@ -499,7 +511,11 @@ class HeketiSimulator:
         return json_response(self.topology.device_json(device))
 
     async def _volume_list(self, request: web.Request) -> web.StreamResponse:
-        return json_response({"volumes": sorted(v.id for v in self.visible_volumes())})
+        # Heketi leaves out volumes being created, deleted or made by a clone, but lists a
+        # clone's source (its MapPendingVolumes), which GET /volumes/{id} hides.
+        listed = (v.id for v in self.topology.volumes.values()
+                  if v.pending in (None, "clone-source"))
+        return json_response({"volumes": sorted(listed)})
 
     async def _volume_info(self, request: web.Request) -> web.StreamResponse:
         volume = self.topology.volumes.get(request.match_info["id"])

@@ -31,7 +31,7 @@ from services.common.errors import (
     Unavailable,
 )
 from services.common.logging import get_logger
-from services.controller.heketi import HeketiClient, HeketiNotFound, VolumeInfo
+from services.controller.heketi import HeketiBusy, HeketiClient, HeketiNotFound, VolumeInfo
 from services.controller.heketi.urls import heketi_url
 from services.controller.ids import (
     backend_token_for_url,
@@ -109,10 +109,21 @@ class Backend:
 
     async def reread(self, heketi_id: str) -> VolumeInfo | None:
         """The volume as Heketi describes it now (one GET), with the index brought in step:
-        recorded, or forgotten (and None) once Heketi no longer knows it."""
+        recorded, or forgotten (and None) once Heketi no longer knows it.
+
+        Heketi answers `GET /volumes/{id}` with 404 both for a volume that does not exist and
+        for one an operation in progress holds (the source of a clone), but lists the latter
+        in `GET /volumes`: so a 404 costs one list request, and a volume still listed is
+        `HeketiBusy` (ABORTED: retry later), kept in the index, never taken for deleted.
+        """
         try:
             info = await self.client.volume_info(heketi_id)
         except HeketiNotFound:
+            if heketi_id in await self.client.list_volume_ids():
+                raise HeketiBusy(
+                    f"Heketi backend {self.token!r}: volume {heketi_id} exists, but an "
+                    "operation in progress in Heketi holds it (a clone of it, or a snapshot "
+                    "taken from it), so Heketi will not describe it now; retry later") from None
             self.index.remove(heketi_id)
             return None
         self.index.add(info)

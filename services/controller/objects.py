@@ -16,7 +16,13 @@ from services.common.keyed_operations import KeyedOperations
 from services.common.logging import get_logger
 from services.common.rpc import RpcContext
 from services.controller.backends import Backend, BackendRegistry
-from services.controller.heketi import HeketiNameInUse, HeketiNotFound, HeketiResultLost, VolumeInfo
+from services.controller.heketi import (
+    HeketiNameInUse,
+    HeketiNotFound,
+    HeketiResultLost,
+    OnProgress,
+    VolumeInfo,
+)
 from services.controller.ids import Kind, ObjectRef, mark_matches, parse_ref
 from services.controller.index import Entry
 
@@ -97,6 +103,23 @@ async def create_recovering(
     entry = backend.index.add(info)
     assert entry is not None, "a volume created under our name must parse as ours"
     return entry
+
+
+async def clone_recovering(
+    backend: Backend, kind: Kind, hashed: str, ref: ObjectRef, src: Entry, name: str,
+    on_progress: OnProgress,
+) -> Entry:
+    """Clone `src` (the live entry of `ref`) into a volume named `name`, as `create_recovering`
+    runs a create. When Heketi answers the clone with 404, the source became hidden or was
+    deleted since it was read: it is looked up again, so that the answer is ABORTED while an
+    operation holds it and NOT_FOUND only once it is gone."""
+    try:
+        return await create_recovering(
+            backend, kind, hashed,
+            lambda: backend.client.clone_volume(src.heketi_id, name, on_progress=on_progress))
+    except HeketiNotFound:
+        await live_entry(backend, ref)
+        raise
 
 
 async def delete_by_id(

@@ -15,6 +15,7 @@ from google.protobuf.wrappers_pb2 import Int64Value
 
 from services.common import context_keys as ck
 from services.common.errors import (
+    Aborted,
     AlreadyExists,
     DeadlineExceeded,
     InvalidArgument,
@@ -48,12 +49,14 @@ from services.controller.index import Entry
 from services.controller.nodes import NodeCheck
 from services.controller.objects import (
     adopted_entry,
+    clone_recovering,
     create_recovering,
     delete_by_id,
     find_by_name,
     id_key,
     live_entry,
     name_key,
+    noun,
     require_cloneable,
 )
 from services.controller.pagination import paginate
@@ -142,7 +145,13 @@ class ControllerService:
         async def create() -> Entry:
             return await self._create(backend, name, hashed, gib, params, src, content, ctx)
 
-        entry = await self.ops.run(key, what=f"creating volume {name!r}", work=create)
+        # A clone also holds its source: while it runs, Heketi hides the source, so another
+        # clone, restore or delete of it must wait (ABORTED), not find it missing.
+        keys, what = [key], f"creating volume {name!r}"
+        if src is not None:
+            keys.append(id_key(src))
+            what += f" from {noun(src.kind)} {src.encode()}"
+        entry = await self.ops.run(*keys, what=what, work=create)
         return self._create_response(backend, entry, request, params, source, content)
 
     def _create_response(
@@ -228,10 +237,8 @@ class ControllerService:
             raise InvalidArgument(f"a clone keeps its source's settings, but the parameters "
                                   f"ask otherwise: {mismatch}")
         require_cloneable(src)
-        entry = await create_recovering(
-            backend, Kind.VOLUME, hashed,
-            lambda: backend.client.clone_volume(src.heketi_id, heketi_name,
-                                                on_progress=progress))
+        entry = await clone_recovering(backend, Kind.VOLUME, hashed, ref, src, heketi_name,
+                                       progress)
         return await self._grow(backend, entry, gib)
 
     async def _grow(self, backend: Backend, entry: Entry, gib: int) -> Entry:
@@ -265,20 +272,22 @@ class ControllerService:
 
     @staticmethod
     async def _publishable(backend: Backend, ref: ObjectRef, ctx: RpcContext) -> Entry:
-        """The volume as Heketi describes it now; while Heketi cannot be reached, as the index
-        last saw it (pods must start during a Heketi outage: the mount needs no Heketi).
-        NOT_FOUND only when Heketi says so."""
+        """The volume as Heketi describes it now; while Heketi cannot be reached, or hides the
+        volume during an operation on it (a snapshot being taken), as the index last saw it
+        (pods must start meanwhile: the mount needs no Heketi). NOT_FOUND only when Heketi
+        says so."""
         try:
             async with asyncio.timeout(PUBLISH_HEKETI_WAIT_S):
                 return await live_entry(backend, ref)
-        except (Unavailable, DeadlineExceeded, TimeoutError) as exc:
+        except (Unavailable, DeadlineExceeded, TimeoutError, Aborted) as exc:
             known = backend.index.by_id(ref.heketi_id)
             if known is None or known.kind is not ref.kind:
                 if isinstance(exc, TimeoutError):
                     raise Unavailable(f"Heketi did not answer within {PUBLISH_HEKETI_WAIT_S:g} "
                                       "s and the volume is not in the index; retry") from None
                 raise
-            ctx.log.warning("Heketi unreachable; answering from the index (last known hosts)",
+            ctx.log.warning("Heketi cannot describe the volume now; answering from the index "
+                            "(last known hosts)",
                             heketi_id=ref.heketi_id, hosts=",".join(known.info.mount.hosts),
                             error=str(exc) or type(exc).__name__)
             return known

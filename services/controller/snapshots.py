@@ -23,9 +23,10 @@ from services.controller.capabilities import GIB
 from services.controller.ids import Kind, ObjectRef, make_ref, name_hash, parse_ref, snapshot_name
 from services.controller.index import Entry
 from services.controller.objects import (
-    create_recovering,
+    clone_recovering,
     delete_by_id,
     find_by_name,
+    id_key,
     live_entry,
     name_key,
     require_cloneable,
@@ -73,8 +74,9 @@ class SnapshotService:
         if not self.ops.running(key):
             existing = await find_by_name(backend, Kind.SNAPSHOT, hashed)
         if existing is None:
+            # Holds the source volume too: Heketi hides it while the clone runs (service.py).
             existing = await self.ops.run(
-                key, what=f"creating snapshot {name!r}",
+                key, id_key(source), what=f"creating snapshot {name!r} of volume {source_id}",
                 work=lambda: self._create(backend, source, name, hashed, ctx))
         if existing.source_heketi_id != source.heketi_id:
             raise AlreadyExists(f"snapshot {name!r} exists for another source volume")
@@ -88,9 +90,8 @@ class SnapshotService:
         require_cloneable(src)
         clone_name = snapshot_name(name, source.heketi_id, int(time.time()))
         progress = progress_logger(ctx, "clone for snapshot", clone_name)
-        entry = await create_recovering(
-            backend, Kind.SNAPSHOT, hashed,
-            lambda: backend.client.clone_volume(src.heketi_id, clone_name, on_progress=progress))
+        entry = await clone_recovering(backend, Kind.SNAPSHOT, hashed, source, src, clone_name,
+                                       progress)
         ctx.log.info("snapshot created", heketi_id=entry.heketi_id, source=source.heketi_id)
         return entry
 
