@@ -73,9 +73,10 @@ CMD ["--help"]
 # --- dev: local integration (docker-compose.yml) and the e2e tests ------------------------
 FROM runtime AS dev
 USER root
-# glusterd for the simulator's real volumes; procps for pgrep in health checks.
+# glusterd for the simulator's real volumes; procps for pgrep in health checks; xfsprogs for
+# the simulator's sized bricks (an XFS file system per brick, as Heketi makes them).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends glusterfs-server procps \
+    && apt-get install -y --no-install-recommends glusterfs-server procps xfsprogs \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/heketi-csi
 COPY devtools ./devtools

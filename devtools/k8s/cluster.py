@@ -116,9 +116,9 @@ class Phases:
 # ---------------------------------------------------------------- host preparation
 
 
-def ensure_packages() -> None:
+def ensure_packages(packages: Sequence[str] = PACKAGES) -> None:
     missing = []
-    for pkg in PACKAGES:
+    for pkg in packages:
         q = run(["dpkg-query", "-W", "-f=${Status}", pkg], check=False)
         if "install ok installed" not in q.stdout:
             missing.append(pkg)
