@@ -20,7 +20,7 @@ test: check ## Everything CI runs: lint, the fast suite, then the real-Kubernete
 
 .PHONY: check
 check: setup lint ## Lint and the fast suite (unit, integration, csi-sanity, fuzz)
-	$(PY) -m pytest -ra --ignore=tests/e2e tests
+	$(PY) -m pytest -ra --ignore=tests/e2e --ignore=tests/compose tests
 
 .PHONY: test-e2e
 test-e2e: setup ## Local Kubernetes up, `make e2e`, down (also on failure; KEEP_CLUSTER=1 keeps it)
@@ -46,6 +46,10 @@ up: setup ## Set up and keep a local cluster running until Ctrl-C
 .PHONY: bench
 bench: setup ## Run the benchmarks under bench/ and print their numbers
 	$(PY) -m bench
+
+.PHONY: compose-test
+compose-test: setup ## docker-compose.yml for real: images (cached), up, demo, down -v, nothing left
+	$(PY) -m pytest -ra tests/compose
 
 .PHONY: k8s-build
 k8s-build: ## Build Kubernetes, etcd and the CSI sidecars from the Go module proxy (cached)
