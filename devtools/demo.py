@@ -381,10 +381,9 @@ async def show_sizes(demo: Demo, volume_id: str, pod_path: Path) -> None:
         lines.append(f"statfs in the pod says {total}"
                      + (f" (NodeGetVolumeStats: {human_bytes(node_total)})"
                         if node_total is not None else "") + ".")
-        lines.append("The difference is this machine, not the driver: the simulator's bricks "
-                     "are plain directories on the root filesystem, so statfs shows that "
-                     "filesystem's size. On a real Heketi each brick is an LVM volume of the "
-                     "requested size, and statfs shows the volume's size.")
+        lines.append("Each simulated brick is an XFS file system of the volume's size, as "
+                     "on a real Heketi (an LV per brick), so statfs shows the volume's size "
+                     "less XFS's own log and metadata.")
     demo.report.note("\n".join(lines))
 
 

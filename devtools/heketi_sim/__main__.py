@@ -12,6 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
+from devtools.heketi_sim.brick_fs import BrickFsError
 from devtools.heketi_sim.server import HeketiSimulator, SimConfig
 
 
@@ -26,6 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--glusterd", action="store_true",
                    help="back each volume by a real gluster volume on this host")
     p.add_argument("--brick-root", type=Path, help="directory for bricks (glusterd mode)")
+    p.add_argument("--unsized-bricks", action="store_true",
+                   help="glusterd mode: plain directory bricks instead of one XFS file system "
+                        "of the volume's size per brick; every volume then LIES about its size "
+                        "(df shows the disk under --brick-root, writes beyond the size succeed)")
     p.add_argument("--storage-host", default=None,
                    help="storage hostname of every node (glusterd mode: this host's name)")
     p.add_argument("--op-latency", type=float, default=0.0,
@@ -55,6 +60,7 @@ async def _run(args: argparse.Namespace) -> int:
         device_size_gib=args.device_size_gib,
         max_volumes_per_cluster=args.max_volumes_per_cluster,
         glusterd=args.glusterd, brick_root=args.brick_root, storage_host=args.storage_host,
+        sized_bricks=not args.unsized_bricks,
         name_clash_on_queue=args.name_clash_on_queue, tls_cert=args.tls_cert,
         tls_key=args.tls_key,
     )
@@ -63,7 +69,13 @@ async def _run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     sim = HeketiSimulator(config)
-    await sim.start()
+    try:
+        await sim.start()
+    except BrickFsError as exc:
+        await sim.close()
+        print(f"heketi-sim: cannot make sized bricks: {exc}; --unsized-bricks runs with "
+              f"directory bricks that report the host disk's size instead", file=sys.stderr)
+        return 2
     try:
         print(f"heketi-sim listening on {sim.url}", flush=True)
         await stop.wait()

@@ -9,9 +9,11 @@ simulator records, places and reports (bricks, device space); the real volume ex
 Gluster CLI calls are serialised (glusterd refuses concurrent transactions with "Another
 transaction is in progress"). Copying data for a clone runs in a worker thread.
 
-Expand only records the new size: a directory brick has no size of its own, so `df` on a
-mount shows the root filesystem's size before and after. (Gluster quota could make a size
-visible, but it adds a daemon per volume; not worth it for a test double.)
+Sizes are real by default: each brick lives on an XFS file system of the volume's size
+(brick_fs.py), grown on expand, so `df` on a mount shows the volume's size, writing beyond
+it fails with ENOSPC, and a clone (restore) gets its source's size until it is expanded.
+With `sized=False` bricks are plain directories and every volume reports the size of the
+disk under the brick root: an explicit opt-out that lies about sizes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import shutil
 from pathlib import Path
 
 from devtools import glusterd
+from devtools.heketi_sim.brick_fs import SizedBricks
 
 _SKIP_AT_ROOT = {".glusterfs"}
 
@@ -68,48 +71,74 @@ def _set_brick_owner(brick: Path, gid: int) -> None:
 
 
 class GlusterBackend:
-    def __init__(self, brick_root: Path) -> None:
+    def __init__(self, brick_root: Path, sized: bool = True) -> None:
         self.brick_root = Path(brick_root)
         self.created: set[str] = set()
+        self.sized = SizedBricks(self.brick_root) if sized else None
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         self.brick_root.mkdir(parents=True, exist_ok=True)
+        if self.sized is not None:
+            await self.sized.start()
         await asyncio.to_thread(glusterd.ensure_glusterd)
 
     def brick_path(self, name: str) -> Path:
         # The layout glusterd.create_volume uses for its first (here: only) brick.
         return self.brick_root / name / "brick0"
 
-    async def create(self, name: str, gid: int, copy_from: Path | None = None) -> Path:
-        """Create and start `name`; with `copy_from`, seed its brick with that brick's files."""
+    async def create(self, name: str, gid: int, size_gib: int,
+                     copy_from: Path | None = None) -> Path:
+        """Create and start `name` (a brick of `size_gib` GiB when sized); with
+        `copy_from`, seed its brick with that brick's files."""
         brick = self.brick_path(name)
-        if copy_from is not None:
-            await asyncio.to_thread(_copy_tree, copy_from, brick)
-        # Recorded before the call, so that a shutdown in the middle still cleans up; a
-        # refusal (the name exists in gluster already?) means it is not ours to delete.
-        self.created.add(name)
+        if self.sized is not None:
+            await self.sized.make(name, size_gib)
         try:
-            async with self._lock:
-                await glusterd.create_volume(name, self.brick_root, replica=1)
-        except glusterd.GlusterError:
-            self.created.discard(name)
+            if copy_from is not None:
+                await asyncio.to_thread(_copy_tree, copy_from, brick)
+            # Recorded before the call, so that a shutdown in the middle still cleans up; a
+            # refusal (the name exists in gluster already?) means it is not ours to delete.
+            self.created.add(name)
+            try:
+                async with self._lock:
+                    await glusterd.create_volume(name, self.brick_root, replica=1)
+            except glusterd.GlusterError:
+                self.created.discard(name)
+                raise
+            if gid:
+                await asyncio.to_thread(_set_brick_owner, brick, gid)
+        except BaseException:
+            if name not in self.created:
+                await self._remove_files(name)
             raise
-        if gid:
-            await asyncio.to_thread(_set_brick_owner, brick, gid)
         return brick
+
+    async def grow(self, name: str, size_gib: int) -> None:
+        """Make volume `name` `size_gib` GiB large (what an expansion adds)."""
+        if self.sized is not None:
+            await self.sized.grow(name, size_gib)
 
     async def delete(self, name: str) -> None:
         async with self._lock:
             await glusterd.delete_volume(name)
         self.created.discard(name)
-        # Leftovers of a failed create (the copy for a clone) if gluster never knew them.
+        await self._remove_files(name)
+
+    async def _remove_files(self, name: str) -> None:
+        # The brick's file system, or the leftovers of a failed create (the copy for a clone)
+        # if gluster never knew them.
+        if self.sized is not None:
+            await self.sized.remove(name)
         await asyncio.to_thread(shutil.rmtree, self.brick_root / name, True)
 
     async def delete_all(self) -> None:
-        """Remove every gluster volume this simulator created (at shutdown)."""
+        """Remove every gluster volume this simulator created, and every brick file system
+        it made (at shutdown)."""
         for name in sorted(self.created):
             try:
                 await self.delete(name)
             except glusterd.GlusterError:
                 continue
+        if self.sized is not None:
+            await self.sized.remove_all()

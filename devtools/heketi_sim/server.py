@@ -104,6 +104,9 @@ class SimConfig:
     tls_key: Path | None = None
     glusterd: bool = False
     brick_root: Path | None = None
+    # Glusterd mode: each brick on an XFS file system of the volume's size (brick_fs.py).
+    # False: plain directory bricks, and every volume reports the host disk's size.
+    sized_bricks: bool = True
     # Every node's storage hostname (the nodes stay distinct: own ids, manage names and
     # zones, so placement rules hold). Glusterd mode defaults it to socket.gethostname().
     storage_host: str | None = None
@@ -132,8 +135,8 @@ class HeketiSimulator:
         self.topology = Topology.build(
             clusters=cfg.clusters, nodes=cfg.nodes, devices_per_node=cfg.devices_per_node,
             device_size_gib=cfg.device_size_gib, storage_hosts=hosts)
-        self.gluster = GlusterBackend(cfg.brick_root) if cfg.glusterd and cfg.brick_root \
-            else None
+        self.gluster = GlusterBackend(cfg.brick_root, sized=cfg.sized_bricks) \
+            if cfg.glusterd and cfg.brick_root else None
         self.stats = Stats()
         self.queue: dict[str, Operation] = {}
         self.inflight = 0
@@ -550,7 +553,8 @@ class HeketiSimulator:
             if clash:
                 raise _OpFailed(500, f"Volume name '{volume.name}' already in use")
             if self.gluster is not None:
-                volume.real_brick = str(await self.gluster.create(volume.name, volume.gid))
+                volume.real_brick = str(await self.gluster.create(
+                    volume.name, volume.gid, volume.size_gib))
             volume.pending = None
             return f"/volumes/{volume.id}"
 
@@ -647,7 +651,8 @@ class HeketiSimulator:
         new_ids = [b.id for b in bricks]
 
         async def work() -> str | None:
-            # glusterd mode records the size only (see gluster_backend.py).
+            if self.gluster is not None and volume.real_brick:
+                await self.gluster.grow(volume.name, volume.size_gib + size)
             volume.bricks.extend(new_ids)
             volume.size_gib += size
             return f"/volumes/{volume.id}"
@@ -694,7 +699,7 @@ class HeketiSimulator:
             if self.gluster is not None:
                 copy_from = Path(source.real_brick) if source.real_brick else None
                 clone.real_brick = str(await self.gluster.create(
-                    clone.name, clone.gid, copy_from=copy_from))
+                    clone.name, clone.gid, clone.size_gib, copy_from=copy_from))
             source.pending = None
             clone.pending = None
             return f"/volumes/{clone.id}"

@@ -40,6 +40,7 @@ from devtools.k8s.config import (
     RUN_DIR,
     SERVICE_CIDR,
     SERVICE_IP,
+    SIM_BRICK_ROOT,
     STATE_DIR,
     cache_root,
     versions,
@@ -852,6 +853,7 @@ def down() -> list[str]:
             run(["umount", "-l", str(f)], check=False)
             f.unlink(missing_ok=True)
     left += _unmount_under([str(KUBELET_ROOT), str(STATE_DIR), str(RUN_DIR)])
+    left += _unmount_under([str(SIM_BRICK_ROOT)], include_self=True)
     while is_mountpoint(KUBELET_ROOT):
         if run(["umount", str(KUBELET_ROOT)], check=False).returncode != 0:
             run(["umount", "-l", str(KUBELET_ROOT)], check=False)

@@ -18,6 +18,9 @@ GOMOD_DIR = HERE / "gomod"
 STATE_DIR = Path("/var/lib/heketi-csi-k8s")
 RUN_DIR = Path("/run/heketi-csi-k8s")
 KUBELET_ROOT = Path("/var/lib/kubelet")
+# The e2e Heketi simulator's bricks (k8s/e2e/heketi-sim.yaml): a shared mount that deploy
+# makes and down removes, so that the brick file systems mounted in the pod reach the host.
+SIM_BRICK_ROOT = Path("/var/lib/heketi-sim/bricks")
 
 CONTAINERD_SOCKET = RUN_DIR / "containerd" / "containerd.sock"
 KUBECONFIG = STATE_DIR / "admin.kubeconfig"

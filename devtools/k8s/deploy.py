@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from devtools.k8s import driver_image
-from devtools.k8s.cluster import kubectl, log, status
-from devtools.k8s.config import NODE_NAME
+from devtools.k8s.cluster import is_mountpoint, kubectl, log, run, status
+from devtools.k8s.config import NODE_NAME, SIM_BRICK_ROOT
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAY = REPO / "k8s" / "local"
@@ -57,9 +57,20 @@ def registered() -> bool:
     return any(d.get("name") == DRIVER_NAME for d in drivers)
 
 
+def shared_brick_root() -> None:
+    """The simulator pod mounts each brick's file system below SIM_BRICK_ROOT with
+    Bidirectional propagation; the host's glusterd sees them only if that directory is a
+    shared mount (a bind onto itself; `down` removes it)."""
+    SIM_BRICK_ROOT.mkdir(parents=True, exist_ok=True)
+    if not is_mountpoint(SIM_BRICK_ROOT):
+        run(["mount", "--bind", str(SIM_BRICK_ROOT), str(SIM_BRICK_ROOT)])
+    run(["mount", "--make-rshared", str(SIM_BRICK_ROOT)])
+
+
 def deploy() -> dict[str, float]:
     if not status():
         raise SystemExit("the local cluster is not up: `make k8s-up` first")
+    shared_brick_root()
     times: dict[str, float] = {}
     t0 = time.monotonic()
     result = driver_image.load()

@@ -49,7 +49,8 @@ async def _up(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, on_signal, sig)
     print("starting the local cluster ...", flush=True)
     cluster = LocalCluster(args.base_dir, glusterd=not args.no_glusterd,
-                           keep_logs=args.keep_logs)
+                           keep_logs=args.keep_logs,
+                           sim_args=["--unsized-bricks"] if args.unsized_bricks else [])
     try:
         await cluster.start()
     except asyncio.CancelledError:
@@ -86,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "$TMPDIR/hcsi-<random>)")
     parser.add_argument("--no-glusterd", action="store_true",
                         help="keep volumes in the simulator's memory (nothing mounts)")
+    parser.add_argument("--unsized-bricks", action="store_true",
+                        help="plain directory bricks: volumes then report the host disk's "
+                             "size, not their own (for machines without loop devices)")
     parser.add_argument("--keep-logs", action="store_true",
                         help="leave <base>/logs behind when stopping")
     return asyncio.run(_up(parser.parse_args(argv)))

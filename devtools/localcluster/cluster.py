@@ -429,7 +429,8 @@ class LocalCluster:
         if self._base is None:
             return report
         try:
-            await unmount_all_under(self.base_dir, report)
+            # The bricks' own file systems stay: the simulator removes them with its volumes.
+            await unmount_all_under(self.base_dir, report, keep=self.brick_root)
         except Exception as exc:
             report.problems.append(f"unmounting: {exc}")
         sim = self.heketi_sim
@@ -437,6 +438,11 @@ class LocalCluster:
             await self._stop_process(sim, SIM_STOP_TIMEOUT, report)
         if self.use_glusterd:
             await self._delete_leftover_volumes(report)
+            if mounts_under(self.brick_root):  # a simulator that died left them
+                try:
+                    await unmount_all_under(self.brick_root, report)
+                except Exception as exc:
+                    report.problems.append(f"unmounting bricks: {exc}")
         self._remove_base(report)
         return report
 

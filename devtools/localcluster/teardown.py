@@ -59,18 +59,23 @@ def mounts_under(base: Path) -> list[mountinfo.Mount]:
     return sorted(found, key=lambda m: m.mount_id, reverse=True)
 
 
-async def unmount_all_under(base: Path, report: TeardownReport) -> None:
-    """Unmount everything mounted in `base`, newest first, the way the node plugin does."""
+async def unmount_all_under(base: Path, report: TeardownReport,
+                            keep: Path | None = None) -> None:
+    """Unmount everything mounted in `base` (except in `keep`), newest first, the way the
+    node plugin does."""
     mounter = SystemMounter()
     tree = Tree(str(base), Lane("teardown", 4), UMOUNT_TIMEOUT)
     for mount in mounts_under(base):
+        if keep is not None and _under(mount.mount_point, keep):
+            continue
         try:
             async with tree.place(mount.mount_point, "mount point") as place:
                 if await mounter.unmount(place, UMOUNT_TIMEOUT):
                     report.unmounted.append(mount.mount_point)
         except Exception as exc:
             report.problems.append(f"unmounting {mount.mount_point}: {exc}")
-    left = mounts_under(base)
+    left = [m for m in mounts_under(base)
+            if keep is None or not _under(m.mount_point, keep)]
     if left:
         report.problems.append("still mounted: " + ", ".join(m.mount_point for m in left))
 

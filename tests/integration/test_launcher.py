@@ -48,7 +48,9 @@ async def mount_a_volume(cluster: LocalCluster, csi_ctl: CsiClient, csi_node: Cs
     await csi_node.stage(volume.volume_id, staging, volume_context=context)
     await csi_node.publish(volume.volume_id, staging, target, volume_context=context)
     (target / "data").write_text("x")
-    assert len(mounts_under(cluster.base_dir)) == 2
+    bricks = mounts_under(cluster.brick_root)
+    assert len(bricks) == 1 and bricks[0].fstype == "xfs", "the volume's own file system"
+    assert len(mounts_under(cluster.base_dir)) == 3  # and the staging and pod mounts
     return context["volume"], staging, target
 
 
@@ -111,7 +113,7 @@ async def test_teardown_after_crashes_still_cleans_mounts_volumes_and_dir() -> N
     finally:
         report = await cluster.stop()
     assert report.clean, report.text()
-    assert len(report.unmounted) == 2
+    assert len(report.unmounted) == 3  # staging, pod, and the brick's file system
     assert report.deleted_volumes == [name]
     assert {c.split()[0] for c in report.crashed} == {"heketi-sim", "node"}
     assert mounts_under(base) == []
