@@ -1,7 +1,8 @@
 # heketi-csi developer tasks. `make help` lists them.
 
 PY ?= .venv/bin/python
-export CSI_SANITY ?= $(HOME)/.cache/heketi-csi/bin/csi-sanity
+CSI_SANITY_VERSION := $(shell sed -n 's/^CSI_SANITY_VERSION=//p' tools/setup.sh)
+export CSI_SANITY ?= $(HOME)/.cache/heketi-csi/csi-sanity-$(CSI_SANITY_VERSION)/bin/csi-sanity
 
 .DEFAULT_GOAL := help
 

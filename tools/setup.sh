@@ -2,12 +2,14 @@
 # Prepare this machine for heketi-csi's demo and tests. Idempotent; run as root on Debian.
 #   - GlusterFS server and client from Debian (when missing), glusterd started
 #   - a virtualenv in .venv with the package and its dev extra
-#   - csi-sanity v5.3.1 built with `go install` into a cache directory (once)
+#   - csi-sanity built with `go install` into a cache directory named by its version (once per
+#     version; the Makefile and tests/conformance read CSI_SANITY_VERSION from here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CSI_SANITY_VERSION=v5.3.1
+CSI_SANITY_VERSION=v5.6.0
 CACHE_BIN="${HEKETI_CSI_CACHE:-$HOME/.cache/heketi-csi}/bin"
+SANITY_BIN="$(dirname "$CACHE_BIN")/csi-sanity-$CSI_SANITY_VERSION/bin"
 want_sanity=1
 [ "${1:-}" = "--no-sanity" ] && want_sanity=0
 
@@ -65,7 +67,7 @@ if [ ! -e "$WHEELS/docker_compose-1.29.2-py2.py3-none-any.whl" ]; then
         docker-compose==1.29.2
 fi
 
-if [ "$want_sanity" = 1 ] && [ ! -x "$CACHE_BIN/csi-sanity" ]; then
+if [ "$want_sanity" = 1 ] && [ ! -x "$SANITY_BIN/csi-sanity" ]; then
     if ! command -v go >/dev/null 2>&1; then
         cat >&2 <<MSG
 setup: ERROR: the Go toolchain is missing, so csi-sanity (the CSI conformance suite) cannot
@@ -73,9 +75,9 @@ be built. Install Go (https://go.dev/doc/install, or Debian's golang-go) and run
 MSG
         exit 1
     fi
-    step "building csi-sanity $CSI_SANITY_VERSION into $CACHE_BIN"
-    mkdir -p "$CACHE_BIN"
-    GOBIN="$CACHE_BIN" GOFLAGS=-mod=mod go install \
+    step "building csi-sanity $CSI_SANITY_VERSION into $SANITY_BIN"
+    mkdir -p "$SANITY_BIN"
+    GOBIN="$SANITY_BIN" GOFLAGS=-mod=mod go install \
         "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$CSI_SANITY_VERSION"
 fi
 step "setup done"

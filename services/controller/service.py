@@ -74,7 +74,7 @@ CAPABILITIES = (
     _Cap.CREATE_DELETE_VOLUME, _Cap.PUBLISH_UNPUBLISH_VOLUME, _Cap.LIST_VOLUMES,
     _Cap.GET_CAPACITY, _Cap.EXPAND_VOLUME, _Cap.GET_VOLUME, _Cap.VOLUME_CONDITION,
     _Cap.SINGLE_NODE_MULTI_WRITER,
-    _Cap.CREATE_DELETE_SNAPSHOT, _Cap.LIST_SNAPSHOTS, _Cap.CLONE_VOLUME,
+    _Cap.CREATE_DELETE_SNAPSHOT, _Cap.LIST_SNAPSHOTS, _Cap.GET_SNAPSHOT, _Cap.CLONE_VOLUME,
 )
 
 
@@ -425,3 +425,8 @@ class ControllerService:
         self, request: csi_pb2.ListSnapshotsRequest, ctx: RpcContext
     ) -> csi_pb2.ListSnapshotsResponse:
         return await self.snapshots.ListSnapshots(request, ctx)
+
+    async def GetSnapshot(
+        self, request: csi_pb2.GetSnapshotRequest, ctx: RpcContext
+    ) -> csi_pb2.GetSnapshotResponse:
+        return await self.snapshots.GetSnapshot(request, ctx)

@@ -103,6 +103,16 @@ class SnapshotService:
                            request.secrets, ctx)
         return csi_pb2.DeleteSnapshotResponse()
 
+    async def GetSnapshot(
+        self, request: csi_pb2.GetSnapshotRequest, ctx: RpcContext
+    ) -> csi_pb2.GetSnapshotResponse:
+        """The snapshot as Heketi describes it now; NOT_FOUND when it is not (or no longer)
+        there, or the id is not a snapshot id of ours."""
+        ref = parse_ref(require(request.snapshot_id, "snapshot_id"), Kind.SNAPSHOT)
+        backend = await self.backends.backend(ref.backend, request.secrets)
+        entry = await live_entry(backend, ref)
+        return csi_pb2.GetSnapshotResponse(snapshot=snapshot_message(backend, entry))
+
     async def ListSnapshots(
         self, request: csi_pb2.ListSnapshotsRequest, ctx: RpcContext
     ) -> csi_pb2.ListSnapshotsResponse:

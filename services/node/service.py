@@ -51,6 +51,7 @@ CAPABILITIES = (
     _RPC.GET_VOLUME_STATS,
     _RPC.VOLUME_CONDITION,
     _RPC.EXPAND_VOLUME,
+    _RPC.SINGLE_NODE_MULTI_WRITER,  # SINGLE_NODE_SINGLE_WRITER is kept to one target
 )
 
 
@@ -373,11 +374,27 @@ class NodeService:
         staging = self._staging(request.staging_target_path)
         if target == staging:
             raise InvalidArgument("target_path must differ from staging_target_path")
-        readonly = request.readonly or request.volume_capability.access_mode.mode in _READER_ONLY
-        await self._locked(
-            (path_key(target),),
-            lambda: self._publish(volume_id, staging, target, readonly, ctx),
-        )
+        mode = request.volume_capability.access_mode.mode
+        readonly = request.readonly or mode in _READER_ONLY
+        if mode != AccessMode.SINGLE_NODE_SINGLE_WRITER:
+            await self._locked(
+                (path_key(target),),
+                lambda: self._publish(volume_id, staging, target, readonly, ctx),
+            )
+            return csi_pb2.NodePublishVolumeResponse()
+
+        async def publish_once() -> None:
+            # Holding the staging path too: no other publish of the volume runs meanwhile.
+            record = self.store.get(staging)
+            elsewhere = sorted(t for t in (record.targets if record else {}) if t != target)
+            if elsewhere:
+                raise FailedPrecondition(
+                    f"volume {volume_id} has access mode SINGLE_NODE_SINGLE_WRITER and is "
+                    f"already published at {elsewhere[0]}; it can be published at one target "
+                    "only")
+            await self._publish(volume_id, staging, target, readonly, ctx)
+
+        await self._locked((path_key(target), path_key(staging)), publish_once)
         return csi_pb2.NodePublishVolumeResponse()
 
     async def _publish(

@@ -1,4 +1,5 @@
-"""CSI conformance: csi-sanity v5.3.1 against the controller and node of a local cluster.
+"""CSI conformance: csi-sanity (the version tools/setup.sh builds) against the controller and
+node of a local cluster.
 
 The local cluster (devtools/localcluster/) runs the Heketi simulator on the local glusterd,
 so every node spec mounts a real GlusterFS volume. The test fails (never skips) when the
@@ -43,8 +44,22 @@ from services.common.proto import csi_grpc
 
 pytestmark = pytest.mark.gluster
 
-CSI_SANITY_VERSION = "v5.3.1"
-DEFAULT_BINARY = Path.home() / ".cache" / "heketi-csi" / "bin" / "csi-sanity"
+SETUP_SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "setup.sh"
+
+
+def setup_sanity_version(script: Path = SETUP_SCRIPT) -> str:
+    """The csi-sanity version tools/setup.sh builds (its `CSI_SANITY_VERSION=` line): the one
+    place the version is set, read by the Makefile too."""
+    match = re.search(r"^CSI_SANITY_VERSION=(v[0-9][^\s]*)$", script.read_text(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"{script} sets no CSI_SANITY_VERSION")
+    return match.group(1)
+
+
+CSI_SANITY_VERSION = setup_sanity_version()
+# Cached by version, so that a version bump builds anew instead of reusing an older binary.
+DEFAULT_BINARY = (Path.home() / ".cache" / "heketi-csi" / f"csi-sanity-{CSI_SANITY_VERSION}"
+                  / "bin" / "csi-sanity")
 TEST_VOLUME_SIZE = 1 * GIB
 TEST_VOLUME_EXPAND_SIZE = 2 * GIB
 # The whole suite; a Heketi create through the simulator takes seconds, and csi-sanity
@@ -61,7 +76,7 @@ TEST_VOLUME_PARAMETERS = {"volumetype": "replicate:3"}
 # skip caused by the driver (e.g. a capability it forgot to advertise) must fail the test.
 ALLOWED_SKIPS: dict[tuple[str, str], str] = {
     (r"ListVolumes pagination should detect volumes added between pages", r"pending"): (
-        "marked pending (PIt) in csi-sanity v5.3.1 itself: it runs for no driver"),
+        "marked pending (PIt) in csi-sanity itself (v5.3.1 to v5.6.0): it runs for no driver"),
     (r"volume attribute class", r"[Mm]odify [Vv]olume not supported"): (
         "VolumeAttributesClass needs ControllerModifyVolume; Heketi cannot change a volume's "
         "durability or options after creation (only its size)"),
@@ -72,6 +87,16 @@ ALLOWED_SKIPS: dict[tuple[str, str], str] = {
     (r"more volumes than the node max attach limit", r"testnodevolumeattachlimit not enabled"): (
         "GlusterFS FUSE mounts have no per-node attach limit (NodeGetInfo max_volumes_per_node "
         "is 0 = unlimited), so there is no limit to exceed"),
+    (r"VolumeHealth|StorageHealth",
+     r"(Controller(Get|List)VolumeHealth|NodeGet(Volume|Storage)Health) not supported"): (
+        "the volume-health RPCs are CSI 1.13's (alpha), which removes VOLUME_CONDITION; kubelet "
+        "up to v1.37 is built on CSI <= 1.12 and reads a volume's health from "
+        "NodeGetVolumeStats' VolumeCondition, so the driver keeps CSI 1.12 and reports health "
+        "there and in ControllerGetVolume (VOLUME_CONDITION, still accepted by csi-sanity)"),
+    (r"creating a snapshot with accessibility requirements",
+     r"SNAPSHOT_ACCESSIBILITY_CONSTRAINTS not supported"): (
+        "Heketi volumes have no topology (the driver offers no VOLUME_ACCESSIBILITY_CONSTRAINTS), "
+        "so a snapshot has none to be constrained to; the capability is CSI 1.13's"),
     (r"already published but is incompatible", r"readonly field not supported"): (
         "only once the controller stops advertising PUBLISH_READONLY (see tests/conformance/"
         "README.md): ControllerPublishVolume attaches nothing in Heketi, read-only is enforced "
@@ -81,7 +106,7 @@ ALLOWED_SKIPS: dict[tuple[str, str], str] = {
 HOW_TO_BUILD = (
     f"csi-sanity {CSI_SANITY_VERSION} is needed for the CSI conformance suite and was not found "
     "at {path}.\nBuild it with `make setup` (tools/setup.sh), or by hand:\n"
-    "  GOBIN=$HOME/.cache/heketi-csi/bin go install "
+    f"  GOBIN=$HOME/.cache/heketi-csi/csi-sanity-{CSI_SANITY_VERSION}/bin go install "
     f"github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@{CSI_SANITY_VERSION}\n"
     "or point CSI_SANITY at an existing binary."
 )
@@ -160,6 +185,10 @@ SANITY_POD_UID = "c5a17e57-0000-4000-8000-000000000001"
 SANITY_PV = "csi-sanity-pv"
 SANITY_TARGET = "target"  # what csi-sanity appends to -csi.mountdir
 KUBELET_TARGET = "mount"  # what kubelet's target paths end with
+# csi-sanity's second target (`<mountdir>/other_target`, in a SINGLE_NODE_SINGLE_WRITER spec)
+# is this second pod's target path.
+OTHER_TARGET = "other_target"
+OTHER_POD_UID = "c5a17e57-0000-4000-8000-000000000002"
 
 # csi-sanity's -csi.checkpathcmd: what is at a path, csi-sanity's target named as kubelet's.
 CHECK_PATH = f"""#!/bin/sh
@@ -169,27 +198,37 @@ elif [ -e "$p" ]; then echo other; else echo not_found; fi
 """
 
 
+def pod_volume_dir(cluster: LocalCluster, pod_uid: str) -> Path:
+    """Kubelet's directory of csi-sanity's PV in a pod; the target is `<it>/mount`."""
+    return cluster.kubelet_root / "pods" / pod_uid / "volumes" / "kubernetes.io~csi" / SANITY_PV
+
+
 def sanity_dirs(cluster: LocalCluster) -> tuple[Path, Path]:
     """csi-sanity's mount and staging directories, with kubelet's shapes (their parents
     made: csi-sanity creates them with os.Mkdir before each spec, removes them after)."""
-    mount_dir = (cluster.kubelet_root / "pods" / SANITY_POD_UID / "volumes" / "kubernetes.io~csi"
-                 / SANITY_PV)
+    mount_dir = pod_volume_dir(cluster, SANITY_POD_UID)
     digest = hashlib.sha256(b"csi-sanity").hexdigest()
     staging_dir = (cluster.kubelet_root / "plugins" / "kubernetes.io" / "csi"
                    / cluster.driver_name / digest / "globalmount")
     for path in (mount_dir, staging_dir):
         path.parent.mkdir(parents=True, exist_ok=True)
+    pod_volume_dir(cluster, OTHER_POD_UID).mkdir(parents=True, exist_ok=True)
     return mount_dir, staging_dir
 
 
 class KubeletTargets:
     """A unix socket that forwards csi-sanity's Identity and Node calls to the node, with
-    the target `<mount_dir>/target` (and paths below it) named `<mount_dir>/mount`."""
+    the target `<mount_dir>/target` (and paths below it) named `<mount_dir>/mount`, and
+    `<mount_dir>/other_target` named `<other_dir>/mount` (another pod's target)."""
 
-    def __init__(self, node_socket: Path, mount_dir: Path, socket: Path) -> None:
+    def __init__(self, node_socket: Path, mount_dir: Path, socket: Path,
+                 other_dir: Path) -> None:
         self.channel = Channel(path=str(node_socket))
         self.socket = socket
-        self.rename = (f"{mount_dir}/{SANITY_TARGET}", f"{mount_dir}/{KUBELET_TARGET}")
+        self.renames = [  # the first that matches applies
+            (f"{mount_dir}/{OTHER_TARGET}", f"{other_dir}/{KUBELET_TARGET}"),
+            (f"{mount_dir}/{SANITY_TARGET}", f"{mount_dir}/{KUBELET_TARGET}"),
+        ]
         self.server = Server([self._forwarding(csi_grpc.IdentityBase, csi_grpc.IdentityStub),
                               self._forwarding(csi_grpc.NodeBase, csi_grpc.NodeStub)])
 
@@ -198,12 +237,13 @@ class KubeletTargets:
         return f"unix://{self.socket}"
 
     def _renamed(self, request: Message) -> Message:
-        old, new = self.rename
         for name in ("target_path", "volume_path"):
             if name in request.DESCRIPTOR.fields_by_name:
                 value = getattr(request, name)
-                if value == old or value.startswith(old + "/"):
-                    setattr(request, name, new + value[len(old):])
+                for old, new in self.renames:
+                    if value == old or value.startswith(old + "/"):
+                        setattr(request, name, new + value[len(old):])
+                        break
         return request
 
     def _forwarding(self, base: Any, stub_type: Any) -> Any:
@@ -289,7 +329,8 @@ async def test_csi_sanity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     log = tmp_path / "csi-sanity.log"
     async with LocalCluster(keep_logs=False) as cluster:
         mount_dir, _ = sanity_dirs(cluster)
-        proxy = KubeletTargets(cluster.node_socket, mount_dir, tmp_path / "node.sock")
+        proxy = KubeletTargets(cluster.node_socket, mount_dir, tmp_path / "node.sock",
+                               pod_volume_dir(cluster, OTHER_POD_UID))
         async with proxy.serving():
             argv = sanity_argv(binary, cluster, tmp_path, proxy.endpoint)
             code = await run_sanity(argv, log)

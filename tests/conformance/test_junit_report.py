@@ -11,7 +11,7 @@ from tests.conformance.test_csi_sanity import (
     unexplained_skips,
 )
 
-# The shape ginkgo v2 (csi-sanity v5.3.1) writes, trimmed: one <testcase> per spec.
+# The shape ginkgo v2 (csi-sanity v5.3.1 to v5.6.0) writes, trimmed: one <testcase> per spec.
 REPORT = """<?xml version="1.0" encoding="UTF-8"?>
 <testsuites tests="6" disabled="1" errors="0" failures="1" time="3.2">
   <testsuite name="CSI Driver Test Suite" tests="6" skipped="3" failures="1">

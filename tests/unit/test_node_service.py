@@ -255,6 +255,7 @@ async def test_capabilities_and_info(root):
         RPC.GET_VOLUME_STATS,
         RPC.VOLUME_CONDITION,
         RPC.EXPAND_VOLUME,
+        RPC.SINGLE_NODE_MULTI_WRITER,
     }
     info = await service.NodeGetInfo(csi_pb2.NodeGetInfoRequest(), Ctx())
     assert info.node_id == "node-1"
