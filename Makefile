@@ -65,6 +65,19 @@ e2e: setup ## Deploy the driver into the running local Kubernetes and run the re
 	$(PY) -m devtools.k8s deploy
 	$(PY) -m pytest -ra tests/e2e
 
+E2E_UPSTREAM_PROCS ?= 3
+
+.PHONY: e2e-upstream
+e2e-upstream: setup ## Deploy the driver and run the whole upstream storage suite (e2e.test) against it
+	$(PY) -m devtools.k8s build kubernetes-e2e
+	$(PY) -m devtools.k8s deploy
+	$(PY) -m devtools.k8s e2e-upstream --subset all --procs $(E2E_UPSTREAM_PROCS)
+
+.PHONY: e2e-upstream-ci
+e2e-upstream-ci: ## The upstream storage suite's CI subset against the driver `make e2e` deployed
+	$(PY) -m devtools.k8s build kubernetes-e2e
+	$(PY) -m devtools.k8s e2e-upstream --subset ci --procs $(E2E_UPSTREAM_PROCS)
+
 .PHONY: k8s-down
 k8s-down: ## Stop the local Kubernetes and undo every change it made to the host
 	$(PY) -m devtools.k8s down

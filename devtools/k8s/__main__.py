@@ -28,7 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="processes and node")
     sub.add_parser("images", help="(re)import pause, busybox and sidecar images")
     sub.add_parser("smoke", help="run a busybox pod writing to an emptyDir (cluster must be up)")
-    a = p.parse_args(argv)
+    sub.add_parser("e2e-upstream", add_help=False, help="the upstream storage suite (e2e.test) "
+                   "against the deployed driver (e2e-upstream --help: options)")
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["e2e-upstream"]:
+        from devtools.k8s import upstream
+
+        return upstream.main(args[1:])
+    a = p.parse_args(args)
     if a.cmd == "build":
         build.build_all(a.components, save_gomod=a.save_gomod)
     elif a.cmd == "up":
