@@ -119,7 +119,11 @@ class Stack:
         listing = {"container": ("ps", "-a"), "network": ("network", "ls"),
                    "volume": ("volume", "ls")}[kind]
         fmt = "{{.Names}}" if kind == "container" else "{{.Name}}"
-        return self.docker_out(*listing, "--filter", label, "--format", fmt).split()
+        result = run(self.docker.argv(*listing, "--filter", label, "--format", fmt),
+                     DOCKER_TIMEOUT)
+        if result.returncode != 0:  # no answer is no proof that nothing is left
+            raise RuntimeError(f"docker {' '.join(listing)}: {result.output}")
+        return result.output.split()
 
 
 @dataclass
@@ -341,6 +345,20 @@ def print_outcome(outcome: Outcome) -> None:
     log(", ".join(f"{k} {v:.1f}s" for k, v in outcome.seconds.items()))
 
 
+@contextlib.contextmanager
+def logs_to_stderr() -> Iterator[None]:
+    """Our output and that of the commands we run (docker build) to stderr for the block."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.compose",
                                      description=__doc__.split("\n\n")[0])
@@ -355,11 +373,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_outcome(outcome)
         return 0 if outcome.passed else 1
     if args.command == "prepare":
-        ensure_packages(PACKAGES)
-        with exclusive(), dockerd_session(keep=True) as docker:
-            stack = Stack(docker)
-            build_with(docker)
-            prepare_dir(stack)
+        with logs_to_stderr():
+            ensure_packages(PACKAGES)
+            with exclusive(), dockerd_session(keep=True) as docker:
+                stack = Stack(docker)
+                build_with(docker)
+                prepare_dir(stack)
+        # Only the environment on stdout: eval "$(python -m devtools.compose prepare)".
         for key, value in stack.env().items():
             print(f"export {key}={value}")
         return 0
