@@ -27,6 +27,8 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)
+# The Heketi simulator's sized bricks (docs/simulator.md): an XFS file system per brick.
+command -v xfs_growfs >/dev/null 2>&1 || missing+=(xfsprogs)
 if [ "${#missing[@]}" -gt 0 ]; then
     step "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
