@@ -17,6 +17,9 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
+
+import yaml
 
 from devtools.k8s import driver_image
 from devtools.k8s.cluster import is_mountpoint, kubectl, log, run, status
@@ -24,6 +27,7 @@ from devtools.k8s.config import NODE_NAME, SIM_BRICK_ROOT
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAY = REPO / "k8s" / "local"
+BASE = REPO / "k8s" / "base"
 DRIVER_NAME = "glusterfs.heketi.csi.io"
 ROLLOUTS = (
     ("glusterfs", "deployment/heketi-sim"),
@@ -55,6 +59,58 @@ def registered() -> bool:
         return False
     drivers = json.loads(out.stdout).get("spec", {}).get("drivers") or []
     return any(d.get("name") == DRIVER_NAME for d in drivers)
+
+
+# Set by the API server; dropped from a saved object so that it can be created again.
+SERVER_FIELDS = ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields")
+
+
+def _driver_file(f: IO[str]) -> str:
+    """Write the driver's objects (k8s/base but its Namespace, which holds the Heketi
+    Secret) to `f`; return its name."""
+    objects = yaml.safe_load_all(kubectl("kustomize", str(BASE)).stdout)
+    yaml.safe_dump_all([o for o in objects if o and o["kind"] != "Namespace"], f)
+    f.flush()
+    return f.name
+
+
+def saved_driver() -> str:
+    """The driver's objects as they are in the cluster, for `restore_driver`."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="k8s-base-") as f:
+        live = yaml.safe_load(kubectl("get", "-f", _driver_file(f), "-o", "yaml").stdout)
+    for obj in live["items"]:
+        obj.pop("status", None)
+        for key in SERVER_FIELDS:
+            obj["metadata"].pop(key, None)
+    return yaml.safe_dump_all(live["items"])
+
+
+def remove_driver() -> None:
+    """Delete the driver's objects and wait until its pods are gone: room for another
+    install of the same CSIDriver, e.g. the Helm chart (tests/e2e/test_install_paths.py).
+    Heketi, the Secret and the classes stay."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="k8s-base-") as f:
+        log(kubectl("delete", "--ignore-not-found", "--wait", "-f", _driver_file(f)).stdout)
+    kubectl("-n", "heketi-csi", "wait", "--for=delete", "pod",
+            "-l", "app.kubernetes.io/part-of=heketi-csi", f"--timeout={ROLLOUT_TIMEOUT}")
+
+
+def restore_driver(saved: str) -> None:
+    """Put back the objects `saved_driver` returned (created, or taken over from whatever
+    is left of another install) and wait until the driver serves."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="k8s-driver-") as f:
+        f.write(saved)
+        f.flush()
+        log(kubectl("apply", "--server-side", "--force-conflicts", "-f", f.name).stdout.strip())
+    for namespace, what in ROLLOUTS:
+        if namespace != "heketi-csi":
+            continue
+        kubectl("-n", namespace, "rollout", "status", what, f"--timeout={ROLLOUT_TIMEOUT}")
+    deadline = time.monotonic() + REGISTRATION_TIMEOUT
+    while not registered():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{DRIVER_NAME} is not on CSINode {NODE_NAME}")
+        time.sleep(0.5)
 
 
 def shared_brick_root() -> None:
