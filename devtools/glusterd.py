@@ -55,8 +55,20 @@ def hostname() -> str:
 
 
 def _glusterd_running() -> bool:
+    """A glusterd of this host runs: one in our own PID namespace, not a container's (the
+    compose stack's glusterd is visible to pgrep on the host but serves another /run)."""
     found = subprocess.run(["pgrep", "-x", GLUSTERD], capture_output=True, check=False, timeout=10)
-    return found.returncode == 0
+    try:
+        ours = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return found.returncode == 0
+    for pid in found.stdout.decode().split():
+        try:
+            if os.readlink(f"/proc/{pid}/ns/pid") == ours:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _glusterd_answers() -> bool:
