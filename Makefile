@@ -16,17 +16,18 @@ setup: ## Install GlusterFS, the virtualenv and csi-sanity; start glusterd (idem
 	bash tools/setup.sh
 
 .PHONY: test
-test: check ## Everything CI runs: lint, the fast suite, then the real-Kubernetes suite
+test: check ## Everything CI runs: lint, the fast suite, the real-Kubernetes suites, the compose stack
 	$(MAKE) test-e2e
+	$(MAKE) compose-test
 
 .PHONY: check
-check: setup lint ## Lint and the fast suite (unit, integration, csi-sanity, fuzz)
+check: setup helm lint ## Lint and the fast suite (unit, integration, csi-sanity, fuzz, the chart)
 	$(PY) -m pytest -ra --ignore=tests/e2e --ignore=tests/compose tests
 
 .PHONY: test-e2e
-test-e2e: setup ## Local Kubernetes up, `make e2e`, down (also on failure; KEEP_CLUSTER=1 keeps it)
+test-e2e: setup ## Local Kubernetes up, `make e2e`, the upstream suite's CI subset, down (KEEP_CLUSTER=1 keeps it)
 	@status=0; \
-	$(PY) -m devtools.k8s up && $(MAKE) e2e || status=$$?; \
+	$(PY) -m devtools.k8s up && $(MAKE) e2e && $(MAKE) e2e-upstream-ci || status=$$?; \
 	if [ "$${KEEP_CLUSTER:-0}" = 1 ]; then echo "keeping the cluster: make k8s-down"; \
 	else $(PY) -m devtools.k8s down || status=1; fi; \
 	exit $$status
