@@ -66,7 +66,7 @@ e2e: setup ## Deploy the driver into the running local Kubernetes and run the re
 	$(PY) -m devtools.k8s deploy
 	$(PY) -m pytest -ra tests/e2e
 
-E2E_UPSTREAM_PROCS ?= 3
+E2E_UPSTREAM_PROCS ?= 4
 
 .PHONY: e2e-upstream
 e2e-upstream: setup ## Deploy the driver and run the whole upstream storage suite (e2e.test) against it

@@ -254,7 +254,7 @@ def run(procs: int, subset: str, out: Path, timeout: str) -> Summary:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m devtools.k8s e2e-upstream", description=__doc__)
     p.add_argument("--subset", choices=("all", "ci"), default="all")
-    p.add_argument("--procs", type=int, default=3)
+    p.add_argument("--procs", type=int, default=4)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--timeout", default="2h", help="ginkgo's suite timeout")
     a = p.parse_args(argv)
