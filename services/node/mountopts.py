@@ -175,9 +175,22 @@ _HOST = re.compile(r"[A-Za-z0-9.%-]+|[0-9A-Fa-f:.%]+")
 _VOLUME = re.compile(r"/?[A-Za-z0-9_.-]{1,255}")
 
 
+# DNS limits (RFC 1035): a name of at most 253 characters in labels of at most 63. Longer
+# ones never resolve, and mount.glusterfs refuses them before any log is written.
+_HOST_MAX = 253
+_LABEL_MAX = 63
+
+
 def check_host(host: str) -> str:
-    if not _HOST.fullmatch(host) or host.startswith("-"):
-        raise InvalidArgument(f"gluster host {host!r} is not a valid host name or address")
+    if (
+        not _HOST.fullmatch(host)
+        or host.startswith("-")
+        or len(host) > _HOST_MAX
+        or any(len(label) > _LABEL_MAX for label in host.split("."))
+    ):
+        shown = host if len(host) <= 80 else f"{host[:80]}... ({len(host)} characters)"
+        raise InvalidArgument(f"gluster host {shown!r} is not a valid host name or address "
+                              f"(at most {_HOST_MAX} characters, {_LABEL_MAX} per label)")
     return host
 
 

@@ -121,7 +121,9 @@ def test_plan_lets_a_flag_choose_the_log_level():
     assert plan.options == ("log-file=/l", "nosuid", "nodev", "log-level=DEBUG")
 
 
-@pytest.mark.parametrize("host", ["-oops", "h 1", "h;1", "h/1", ""])
+@pytest.mark.parametrize(
+    "host", ["-oops", "h 1", "h;1", "h/1", "", "x" * 64, ".".join(["x" * 63] * 4) + ".x"]
+)
 def test_plan_refuses_bad_hosts(host):
     with pytest.raises(InvalidArgument):
         plan_mount("v", [host], [], [], "/l", "ERROR")
@@ -135,6 +137,8 @@ def test_plan_refuses_bad_volume_names(volume):
 
 def test_ipv4_and_ipv6_hosts():
     assert mountopts.check_host("10.0.0.1") == "10.0.0.1"
+    longest = ".".join(["x" * 63] * 3 + ["x" * 61])
+    assert mountopts.check_host(longest) == longest
     assert mountopts.check_host("fe80::1") == "fe80::1"
 
 
