@@ -118,8 +118,11 @@ async def clone_recovering(
             backend, kind, hashed,
             lambda: backend.client.clone_volume(src.heketi_id, name, on_progress=on_progress))
     except HeketiNotFound:
+        # Gone: live_entry raises NOT_FOUND. Hidden: it raises ABORTED. There again (the
+        # operation that hid it ended meanwhile): the source exists, so retry, not NOT_FOUND.
         await live_entry(backend, ref)
-        raise
+        raise Aborted(f"the source {noun(ref.kind)} {ref.encode()} was busy in Heketi when "
+                      "the clone was asked for; retry") from None
 
 
 async def delete_by_id(

@@ -124,3 +124,29 @@ async def test_a_source_deleted_between_read_and_clone_is_not_found():
         await clone_recovering(backend, Kind.VOLUME, name_hash("pvc-new", Kind.VOLUME), ref, src,
                                volume_name("pvc-new"), lambda *_: None)
     assert "does not exist" in err.value.message
+
+
+async def test_a_source_busy_at_the_clone_and_free_again_is_aborted_not_not_found():
+    """The operation that hid the source ended between the clone's 404 and the second look:
+    the source exists, so the answer is a retry (ABORTED), not NOT_FOUND."""
+    source = _info(5)
+
+    class EndsOnClone(ScriptedHeketi):
+        async def clone_volume(self, volume_id: str, name: str | None = None,
+                               **kw: Any) -> VolumeInfo:
+            try:
+                return await super().clone_volume(volume_id, name, **kw)
+            finally:
+                self.hidden.clear()  # the other operation finishes just after refusing us
+
+    heketi = EndsOnClone(source)
+    backend = await _backend(heketi)
+    ref = make_ref(Kind.VOLUME, "default", source.id)
+    src = await live_entry(backend, ref)
+    heketi.hidden.add(source.id)
+
+    with pytest.raises(Aborted) as err:
+        await clone_recovering(backend, Kind.VOLUME, name_hash("pvc-new", Kind.VOLUME), ref, src,
+                               volume_name("pvc-new"), lambda *_: None)
+    assert "retry" in err.value.message
+    assert not heketi.hidden, "the second look saw the source again"
