@@ -241,7 +241,11 @@ class SizedBricks:
 
 def _new_sparse_file(path: Path, size: int) -> None:
     with open(path, "xb") as f:
-        f.truncate(size)
+        try:
+            f.truncate(size)
+        except BaseException:
+            path.unlink()  # ours: made just now; a later create of the name must not trip on it
+            raise
 
 
 def _extend_file(path: Path, size: int) -> None:

@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 
 from devtools import glusterd
-from devtools.heketi_sim.brick_fs import SizedBricks
+from devtools.heketi_sim.brick_fs import BrickFsError, SizedBricks
 
 _SKIP_AT_ROOT = {".glusterfs"}
 
@@ -135,10 +135,12 @@ class GlusterBackend:
     async def delete_all(self) -> None:
         """Remove every gluster volume this simulator created, and every brick file system
         it made (at shutdown)."""
-        for name in sorted(self.created):
-            try:
-                await self.delete(name)
-            except glusterd.GlusterError:
-                continue
-        if self.sized is not None:
-            await self.sized.remove_all()
+        try:
+            for name in sorted(self.created):
+                try:
+                    await self.delete(name)
+                except (glusterd.GlusterError, BrickFsError):
+                    continue
+        finally:
+            if self.sized is not None:
+                await self.sized.remove_all()
