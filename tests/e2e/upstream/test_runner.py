@@ -88,6 +88,24 @@ def test_ci_subset_is_anchored_to_external_storage() -> None:
     assert "(?" not in focus.replace("(?:", "")
 
 
+# The specs the CI subset passed in a real run, one a line.
+CI_PASSED = [line for line in (Path(__file__).parent / "ci_passed.txt").read_text().splitlines()
+             if line and not line.startswith("#")]
+PREFIX = "External Storage [Driver: glusterfs.heketi.csi.io] "
+
+
+def test_every_ci_pattern_must_match_a_passed_spec() -> None:
+    passed = [upstream.Spec(PREFIX + n, "passed", 1.0) for n in CI_PASSED]
+    assert upstream.unmatched_focus(passed) == []
+    without_volume_io = [s for s in passed if "volumeIO" not in s.name]
+    missing = upstream.unmatched_focus(without_volume_io)
+    assert len(missing) == 1 and "volumeIO" in missing[0]
+    failed_instead = [*without_volume_io,
+                      upstream.Spec(PREFIX + next(n for n in CI_PASSED if "volumeIO" in n),
+                                    "failed", 1.0)]
+    assert upstream.unmatched_focus(failed_instead) == missing
+
+
 def test_testdriver_matches_the_deployed_driver() -> None:
     driver = yaml.safe_load((REPO / "tests/e2e/testdriver.yaml").read_text())
     csidriver = yaml.safe_load((REPO / "k8s/base/csidriver.yaml").read_text())
