@@ -28,7 +28,14 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from services.controller.heketi.client import HeketiClient
 from services.node import mountinfo
-from tests.e2e.kube import DRIVER_NAME, DRIVER_NAMESPACE, Body, Kube, wait_for, wait_gone
+from tests.e2e.kube import (
+    DRIVER_NAMESPACE,
+    Body,
+    Kube,
+    wait_for,
+    wait_gone,
+    wait_registered,
+)
 
 KUBECONFIG_ENV = "HEKETI_CSI_E2E_KUBECONFIG"
 CONTEXT_ENV = "HEKETI_CSI_E2E_CONTEXT"
@@ -87,15 +94,7 @@ async def driver_ready(kube: Kube) -> None:
         return bool(ds.status.number_ready == ds.status.desired_number_scheduled >= 1)
 
     await wait_for("the driver's pods to be ready", ready, timeout=180)
-
-    async def registered() -> bool:
-        for node in (await kube.core.list_node()).items:
-            csinode = await kube.storage.read_csi_node(node.metadata.name)
-            if DRIVER_NAME not in {d.name for d in csinode.spec.drivers or []}:
-                return False
-        return True
-
-    await wait_for("the driver on every CSINode", registered, timeout=120)
+    await wait_registered(kube)
 
 
 @pytest.fixture

@@ -64,6 +64,18 @@ async def wait_for(what: str, probe: Callable[[], Awaitable[T | None]],
         await asyncio.sleep(interval)
 
 
+async def wait_registered(kube: Kube) -> None:
+    """Until kubelet lists the driver on every node's CSINode."""
+    async def registered() -> bool:
+        for node in (await kube.core.list_node()).items:
+            csinode = await kube.storage.read_csi_node(node.metadata.name)
+            if DRIVER_NAME not in {d.name for d in csinode.spec.drivers or []}:
+                return False
+        return True
+
+    await wait_for("the driver on every CSINode", registered, timeout=120)
+
+
 async def wait_gone(what: str, read: Callable[[], Awaitable[object]],
                     timeout: float = 180.0) -> None:
     async def gone() -> bool:

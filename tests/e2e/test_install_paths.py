@@ -28,7 +28,6 @@ from devtools.k8s.helm import CHART, NAMESPACE, RELEASE, helm_path
 from services.common.commands import run_command
 from tests.e2e.conftest import Cluster
 from tests.e2e.kube import (
-    DRIVER_NAME,
     DRIVER_NAMESPACE,
     STORAGE_CLASS,
     Kube,
@@ -43,6 +42,7 @@ from tests.e2e.kube import (
     unique,
     wait_for,
     wait_gone,
+    wait_registered,
 )
 
 HELM_CLASS = "glusterfs-csi-helm"
@@ -88,15 +88,7 @@ async def driver_serving(kube: Kube) -> None:
                     == ds.status.updated_number_scheduled >= 1)
 
     await wait_for("the driver's pods to be ready", ready, timeout=300)
-
-    async def registered() -> bool:
-        for node in (await kube.core.list_node()).items:
-            csinode = await kube.storage.read_csi_node(node.metadata.name)
-            if DRIVER_NAME not in {d.name for d in csinode.spec.drivers or []}:
-                return False
-        return True
-
-    await wait_for("the driver on every CSINode", registered, timeout=120)
+    await wait_registered(kube)
 
 
 def helm_values(image: str, heketi_url: str, log_level: str) -> dict[str, Any]:
