@@ -1,8 +1,14 @@
 # heketi-csi developer tasks. `make help` lists them.
 
 PY ?= .venv/bin/python
-CSI_SANITY_VERSION := $(shell sed -n 's/^CSI_SANITY_VERSION=//p' tools/setup.sh)
+CSI_SANITY_VERSION := $(shell sed -n 's/^CSI_SANITY_VERSION=//p' tools/test-setup.sh)
 export CSI_SANITY ?= $(HOME)/.cache/heketi-csi/csi-sanity-$(CSI_SANITY_VERSION)/bin/csi-sanity
+
+# One clock for every phase of a run (.ci/run sets it before setup.sh; sub-makes inherit it).
+ifndef HCSI_T0
+export HCSI_T0 := $(shell date +%s)
+endif
+PHASE = @printf '\n==> [%5ds] %s\n' "$$(( $$(date +%s) - $(HCSI_T0) ))"
 
 .DEFAULT_GOAL := help
 
@@ -12,20 +18,32 @@ help: ## List the targets
 		awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: setup
-setup: ## Install GlusterFS, the virtualenv and csi-sanity; start glusterd (idempotent)
+setup: ## Install GlusterFS and the virtualenv; start glusterd (idempotent; all the demo needs)
 	bash tools/setup.sh
+
+.PHONY: test-setup
+test-setup: setup ## What the tests need on top: Go, csi-sanity, Kubernetes, etcd, sidecars, helm (cached)
+	bash tools/test-setup.sh
 
 .PHONY: test
 test: check ## Everything CI runs: lint, the fast suite, the real-Kubernetes suites, the compose stack
 	$(MAKE) test-e2e
 	$(MAKE) compose-test
+	$(PHASE) "make test: done"
 
 .PHONY: check
-check: setup helm lint ## Lint and the fast suite (unit, integration, csi-sanity, fuzz, the chart)
+check: test-setup ## Lint and the fast suite (unit, integration, csi-sanity, fuzz, the chart)
+	$(PHASE) "lint: ruff, mypy --strict"
+	$(MAKE) lint
+	$(PHASE) "the fast suite: unit, integration, csi-sanity, fuzz"
 	$(PY) -m pytest -ra --ignore=tests/e2e --ignore=tests/compose tests
 
 .PHONY: test-e2e
-test-e2e: setup ## Local Kubernetes up, `make e2e`, the upstream suite's CI subset, down (KEEP_CLUSTER=1 keeps it)
+test-e2e: test-setup ## Local Kubernetes up, `make e2e`, the upstream suite's CI subset, down (KEEP_CLUSTER=1 keeps it)
+	$(PHASE) "the upstream storage suite: e2e.test and ginkgo (built once per version)"
+	$(PY) -m devtools.k8s build kubernetes-e2e
+	$(PHASE) "local Kubernetes: clear what an earlier run left, then up"
+	$(PY) -m devtools.k8s down
 	@status=0; \
 	$(PY) -m devtools.k8s up && $(MAKE) e2e && $(MAKE) e2e-upstream-ci || status=$$?; \
 	if [ "$${KEEP_CLUSTER:-0}" = 1 ]; then echo "keeping the cluster: make k8s-down"; \
@@ -50,7 +68,8 @@ bench: setup ## Run the benchmarks under bench/ and print their numbers
 	$(PY) -m bench
 
 .PHONY: compose-test
-compose-test: setup ## docker-compose.yml for real: images (cached), up, demo, down -v, nothing left
+compose-test: test-setup ## docker-compose.yml for real: images (cached), up, demo, down -v, nothing left
+	$(PHASE) "the compose stack"
 	$(PY) -m pytest -ra tests/compose
 
 .PHONY: k8s-build
@@ -63,6 +82,7 @@ k8s-up: setup ## Start the local single-node Kubernetes (host processes)
 
 .PHONY: e2e
 e2e: setup ## Deploy the driver into the running local Kubernetes and run the real-cluster suite
+	$(PHASE) "deploy the driver, then the real-cluster suite (tests/e2e)"
 	$(PY) -m devtools.k8s deploy
 	$(PY) -m pytest -ra tests/e2e
 
@@ -76,6 +96,7 @@ e2e-upstream: setup ## Deploy the driver and run the whole upstream storage suit
 
 .PHONY: e2e-upstream-ci
 e2e-upstream-ci: ## The upstream storage suite's CI subset against the driver `make e2e` deployed
+	$(PHASE) "the upstream storage suite's CI subset"
 	$(PY) -m devtools.k8s build kubernetes-e2e
 	$(PY) -m devtools.k8s e2e-upstream --subset ci --procs $(E2E_UPSTREAM_PROCS)
 

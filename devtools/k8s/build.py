@@ -14,6 +14,7 @@ Binaries land in ``<cache>/<component>-<version>/bin/`` and are rebuilt only whe
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -67,8 +68,26 @@ def log(msg: str) -> None:
     print(f"[k8s-build] {msg}", flush=True)
 
 
+GO_SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "go.sh"
+
+
+@functools.cache
+def go_binary() -> str:
+    """The ``go`` that builds: tools/go.sh finds one at least as new as our go.mod files ask
+    (the machine's, or a toolchain it takes from the Go module proxy once) and prints its path.
+    Asked only when something is actually built, so cached builds need no Go at all."""
+    proc = subprocess.run(
+        ["bash", str(GO_SCRIPT)], check=False, stdout=subprocess.PIPE, text=True
+    )
+    path = proc.stdout.strip()
+    if proc.returncode != 0 or not path:
+        raise RuntimeError(f"no Go toolchain to build with: {GO_SCRIPT} exited {proc.returncode}")
+    return path
+
+
 def _go_env() -> dict[str, str]:
     env = dict(os.environ)
+    env["PATH"] = f"{Path(go_binary()).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("CGO_ENABLED", "0")
     env["GOFLAGS"] = "-mod=mod -buildvcs=false"
     env.setdefault("GOTOOLCHAIN", "local")
@@ -77,7 +96,7 @@ def _go_env() -> dict[str, str]:
 
 def _go(args: Sequence[str], cwd: Path | None = None) -> str:
     proc = subprocess.run(
-        ["go", *args], cwd=cwd, env=_go_env(), check=False, capture_output=True, text=True
+        [go_binary(), *args], cwd=cwd, env=_go_env(), check=False, capture_output=True, text=True
     )
     if proc.returncode != 0:
         raise RuntimeError(f"go {' '.join(args)} failed:\n{proc.stderr[-4000:]}")
@@ -230,7 +249,7 @@ def build_component(comp: Component, save_gomod: bool = False) -> dict[str, floa
         go_cmd = ["test", "-c"] if binary in comp.test_binaries else ["build"]
         with _Ticker(binary) as tick:
             proc = subprocess.run(
-                ["go", *go_cmd, "-trimpath", "-ldflags", ldflags, "-o", str(tmp), pkg],
+                [go_binary(), *go_cmd, "-trimpath", "-ldflags", ldflags, "-o", str(tmp), pkg],
                 cwd=src,
                 env=_go_env(),
                 check=False,

@@ -1,4 +1,4 @@
-"""CSI conformance: csi-sanity (the version tools/setup.sh builds) against the controller and
+"""CSI conformance: csi-sanity (the version tools/test-setup.sh builds) against the controller and
 node of a local cluster.
 
 The local cluster (devtools/localcluster/) runs the Heketi simulator on the local glusterd,
@@ -44,11 +44,11 @@ from services.common.proto import csi_grpc
 
 pytestmark = pytest.mark.gluster
 
-SETUP_SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "setup.sh"
+SETUP_SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "test-setup.sh"
 
 
 def setup_sanity_version(script: Path = SETUP_SCRIPT) -> str:
-    """The csi-sanity version tools/setup.sh builds (its `CSI_SANITY_VERSION=` line): the one
+    """The csi-sanity version tools/test-setup.sh builds (its `CSI_SANITY_VERSION=` line): the one
     place the version is set, read by the Makefile too."""
     match = re.search(r"^CSI_SANITY_VERSION=(v[0-9][^\s]*)$", script.read_text(), re.MULTILINE)
     if match is None:
@@ -105,7 +105,7 @@ ALLOWED_SKIPS: dict[tuple[str, str], str] = {
 
 HOW_TO_BUILD = (
     f"csi-sanity {CSI_SANITY_VERSION} is needed for the CSI conformance suite and was not found "
-    "at {path}.\nBuild it with `make setup` (tools/setup.sh), or by hand:\n"
+    "at {path}.\nBuild it with `make test-setup` (tools/test-setup.sh), or by hand:\n"
     f"  GOBIN=$HOME/.cache/heketi-csi/csi-sanity-{CSI_SANITY_VERSION}/bin go install "
     f"github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@{CSI_SANITY_VERSION}\n"
     "or point CSI_SANITY at an existing binary."
