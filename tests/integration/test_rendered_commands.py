@@ -58,7 +58,7 @@ from devtools.localcluster.processes import (
     wait_ready,
 )
 from services.common.proto import csi_grpc, csi_pb2
-from tests.unit.test_chart import FULL, NEWEST, render
+from tests.unit.test_chart import CA_PEM, FULL, NEWEST, render
 from tests.unit.test_manifests import build, driver_invocation, pod_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,6 +138,28 @@ def test_every_value_is_changed_by_the_live_values() -> None:
     # volumeSnapshotClass.create: false would render no class for its other values to reach.
     assert same == ["heketi.user", "volumeSnapshotClass.create"], \
         f"values the live render leaves at their default: {same}"
+
+
+def test_the_values_test_chart_leaves_alone_reach_their_flags() -> None:
+    """Of the values above, those test_chart's FULL does not change: each reaches its field
+    (the live run below remaps ports and paths, so it cannot tell)."""
+    objects = render(every_value("https://a:1", "https://b:2", "http://c:3", CA_PEM))
+    names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    assert {("StatefulSet", "live-csi-controller"), ("DaemonSet", "live-csi-node")} <= names
+    args = {(o["kind"], c["name"]): c.get("args", []) for o in objects
+            for c in (pod_spec(o) or {}).get("containers", [])}
+    controller = args[("StatefulSet", "heketi-csi-controller")]
+    node = args[("DaemonSet", "heketi-csi-node")]
+    registrar = args[("DaemonSet", "registrar")]
+    assert {"--http-endpoint=:19808", "--node-check=none",
+            "--adhoc-heketi-urls=http://other:8080"} <= set(controller)
+    assert {"--http-endpoint=:19838", "--mount-timeout=30", "--stats-timeout=3",
+            "--gluster-log-dir=/var/log/gluster-csi", "--gluster-log-level=WARNING"} <= set(node)
+    assert "--http-endpoint=:19839" in registrar
+    ds = next(o for o in objects if o["kind"] == "DaemonSet")
+    paths = {v["hostPath"]["path"] for v in pod_spec(ds)["volumes"]  # type: ignore[index]
+             if "hostPath" in v}
+    assert "/var/log/gluster-csi" in paths and "/var/log/glusterfs/csi" not in paths
 
 
 # ------------------------------------------------------------------------ the sandbox

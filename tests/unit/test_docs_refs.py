@@ -1,7 +1,8 @@
 """What the docs name exists: flags, chart values, make targets, environment variables, files.
 
 README.md, docs/*.md and charts/*/README.md are read; names are taken from inline code
-(`...`) and fenced code blocks only, where they are meant literally:
+(`...`) and fenced code blocks, where they are meant literally (file paths, which cannot be
+mistaken for prose, from the prose as well):
 
 - command lines (`heketi-csi <command> ...`, `python -m <our module> ...`, `make ...`): each
   flag must be one that command's `--help` lists, each make target a Makefile target, each
@@ -10,9 +11,9 @@ README.md, docs/*.md and charts/*/README.md are read; names are taken from inlin
 - a bare `--flag` must be a flag of one of our commands (or an allowed flag of another tool);
 - a bare `SOME_VARIABLE` (or `SOME_VARIABLE=...`) must occur in our files outside the docs;
 - paths under services/, tests/, devtools/, k8s/, docs/, bench/, charts/, tools/ must exist
-  (`<placeholder>` and `*` match anything); these are taken from the prose as well;
-- chart values: the first column of docs/helm.md's values table, dotted values elsewhere in
-  that table, and `--set a.b=...` anywhere must be values of charts/heketi-csi/values.yaml,
+  (`<placeholder>` and `*` match anything);
+- chart values: the first column of docs/helm.md's values table, dotted values in its last
+  column, and `--set a.b=...` anywhere must be values of charts/heketi-csi/values.yaml,
   and every value of values.yaml must be in that table.
 
 The checker takes the repository root, so the negative tests run it on a temporary copy with
@@ -190,11 +191,18 @@ def make_targets(root: Path) -> frozenset[str]:
 @functools.cache
 def source_text(root: Path) -> str:
     """Every file of ours but the docs: where an environment variable must be read."""
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
-                           check=True).stdout.split()
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
+                            text=True, check=False)
+    if listed.returncode == 0:
+        files = [root / name for name in listed.stdout.split("\0") if name]
+    else:  # not a git checkout: every file but the virtualenv's and caches
+        files = [p for p in root.rglob("*") if not {".venv", ".git", "__pycache__"} & set(
+            p.relative_to(root).parts)]
+    this = root / Path(__file__).resolve().relative_to(REPO)  # names them only to test
     chunks = []
-    for name in files:
-        path = root / name
+    for path in files:
+        if path == this:
+            continue
         if path.suffix == ".md" or not path.is_file() or path.stat().st_size > 2_000_000:
             continue
         chunks.append(path.read_text(errors="replace"))
