@@ -15,6 +15,7 @@ import structlog
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
+LOG_LEVELS = tuple(_LEVELS)
 LOG_FORMATS = ("json", "text", "console", "auto")
 
 

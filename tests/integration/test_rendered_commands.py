@@ -59,7 +59,7 @@ from devtools.localcluster.processes import (
 )
 from services.common.proto import csi_grpc, csi_pb2
 from tests.unit.test_chart import CA_PEM, FULL, NEWEST, render
-from tests.unit.test_manifests import build, driver_invocation, pod_spec
+from tests.unit.test_manifests import DRIVER_IMAGE, _split_image, build, pod_spec
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = "live-node-1"
@@ -172,6 +172,7 @@ class Sandbox:
     root: Path
     objects: list[Obj]
     url_map: dict[str, str]
+    image: str = DRIVER_IMAGE  # containers of this image (entrypoint heketi-csi) are ours
 
     def host(self, path: str) -> Path:
         return self.root / "host" / path.lstrip("/")
@@ -297,10 +298,9 @@ def containers(box: Sandbox) -> list[Container]:
         dirs = _volume_dirs(box, pod, spec)
         host_paths = [v["hostPath"]["path"] for v in spec.get("volumes", []) if "hostPath" in v]
         for raw in [*spec.get("initContainers", []), *spec.get("containers", [])]:
-            invocation = driver_invocation(raw)
-            if invocation is None:
+            if raw.get("command") or _split_image(raw.get("image", ""))[0] != box.image:
                 continue
-            sub, args = invocation
+            sub, args = raw["args"][0], raw["args"][1:]
             where = f"{obj['kind']}/{pod} {raw['name']}"
             mounts = sorted(((m["mountPath"], dirs[m["name"]] / m.get("subPath", ""))
                              for m in raw.get("volumeMounts", [])),
@@ -526,7 +526,7 @@ async def test_chart_with_every_value_changed_starts_and_serves(
         root: Path, sims: dict[str, HeketiSimulator]) -> None:
     values = every_value(sims["default-full"].url, sims["east"].url, sims["west"].url,
                          (root / "heketi.crt").read_text())
-    box = Sandbox(root, await _render(values), {})
+    box = Sandbox(root, await _render(values), {}, image=values["image"]["repository"])
     assert await run_all(box) == ["live-csi-controller/heketi-csi-controller",
                                   "live-csi-node/heketi-csi-node", "live-csi-node/registrar"]
     for name in ("default-full", "east", "west"):
@@ -541,10 +541,11 @@ async def test_k8s_base_starts_and_serves(root: Path, sims: dict[str, HeketiSimu
     assert sims["default-operator"].request_counts
 
 
-async def test_a_log_format_the_cli_refuses_is_caught(root: Path,
-                                                      sims: dict[str, HeketiSimulator]) -> None:
-    """The check is real: a value the processes refuse (as `text` was) fails it."""
-    box = Sandbox(root, await _render({"logFormat": "fancy"}),
+async def test_a_flag_value_the_cli_refuses_is_caught(root: Path,
+                                                     sims: dict[str, HeketiSimulator]) -> None:
+    """The check is real: a value the processes refuse (as `logFormat: text` was) fails it.
+    values.schema.json refuses a wrong logFormat at install; extraArgs gets past it."""
+    box = Sandbox(root, await _render({"controller": {"extraArgs": ["--log-format=fancy"]}}),
                   {DEFAULT_HEKETI_URL: sims["default-operator"].url})
     with pytest.raises(RuntimeError, match=r"(?s)exited with 2:.*unknown log format 'fancy'"):
         await run_all(box)
