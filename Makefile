@@ -118,7 +118,7 @@ helm-lint: helm ## helm lint --strict charts/heketi-csi
 
 .PHONY: chart-test
 chart-test: helm ## The chart's tests: lint, strict validation (oldest/newest Kubernetes), parity with k8s/base
-	$(PY) -m pytest -q tests/unit/test_chart.py tests/unit/test_versions.py
+	$(PY) -m pytest -q tests/unit/test_chart.py tests/unit/test_versions.py tests/integration/test_rendered_commands.py
 
 .PHONY: versions
 versions: ## Write the sidecar versions of devtools/k8s/versions.env into k8s/base and the chart

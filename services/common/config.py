@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.errors import InvalidArgument
+from services.common.logging import check_log_format, check_log_level
 
 DEFAULT_DRIVER_NAME = "glusterfs.heketi.csi.io"
 
@@ -41,11 +42,24 @@ def add_flag(
     )
 
 
+def _checked(check: Callable[[str], str]) -> Callable[[str], str]:
+    """`check` as an argparse type: its ValueError becomes argparse's usage error."""
+    def convert(value: str) -> str:
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = check.__name__
+    return convert
+
+
 def add_logging_flags(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "--log-level", env="LOG_LEVEL", default="info",
-             help="log level: debug, info, warning or error")
+             type=_checked(check_log_level), help="log level: debug, info, warning or error")
     add_flag(parser, "--log-format", env="LOG_FORMAT", default="auto",
-             help="log format: json, console, or auto (console on a terminal, else json)")
+             type=_checked(check_log_format),
+             help="log format: json, text (readable lines; console is the same), or auto "
+                  "(text on a terminal, else json)")
 
 
 def add_common_flags(parser: argparse.ArgumentParser, *, default_endpoint: str) -> None:

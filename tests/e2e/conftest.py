@@ -1,9 +1,10 @@
 """Fixtures of the real-Kubernetes suite.
 
 The suite runs against a cluster that is already up with the driver deployed: the local one
-(`make k8s-up`, which `make e2e` follows with the tests) or, for users with Docker, the kind
-cluster of `tests/e2e/run.sh` (HEKETI_CSI_E2E_KUBECONFIG / HEKETI_CSI_E2E_CONTEXT). Without a
-reachable cluster every selected test FAILS with the reason: a missing cluster is never a pass.
+(`make k8s-up`, which `make e2e` follows with the tests) or one of the user's with `k8s/e2e`
+deployed (HEKETI_CSI_E2E_KUBECONFIG / HEKETI_CSI_E2E_CONTEXT / HEKETI_CSI_E2E_HEKETI_URL;
+docs/deploy.md, "End-to-end tests"). Without a reachable cluster every selected test FAILS
+with the reason: a missing cluster is never a pass.
 
 Each test gets a namespace of its own; at the end the namespace is deleted, the suite waits
 until every PV of it is gone (DeleteVolume succeeded), and checks that Heketi holds exactly
@@ -66,7 +67,7 @@ def cluster() -> Cluster:
     if not path.is_file():
         pytest.fail(f"no Kubernetes cluster: {path} does not exist. Bring the local cluster "
                     "up first (`make k8s-up`), or point HEKETI_CSI_E2E_KUBECONFIG at one "
-                    "with the driver deployed (tests/e2e/run.sh does that with kind).",
+                    "with k8s/e2e deployed (docs/deploy.md, \"End-to-end tests\").",
                     pytrace=False)
     return Cluster(kubeconfig=path, context=os.environ.get(CONTEXT_ENV) or None,
                    heketi_url=os.environ.get(HEKETI_URL_ENV, DEFAULT_HEKETI_URL),

@@ -45,6 +45,8 @@ from tests.e2e.kube import (
     wait_registered,
 )
 
+pytestmark = pytest.mark.e2e
+
 HELM_CLASS = "glusterfs-csi-helm"
 CONTROLLER, NODE = "heketi-csi-controller", "heketi-csi-node"
 # Appends a numbered line until /data/stop appears, then checks that every line it wrote is

@@ -352,3 +352,27 @@ def test_values_errors_are_reported() -> None:
         render({"heketi": {"secret": {"create": True}}})
     with pytest.raises(helm.HelmFailed, match=r"parameters\.resturl"):
         render({"heketi": {"url": ""}})
+
+
+@pytest.mark.parametrize(("values", "name"), [
+    ({"logFormat": "fancy"}, "logFormat"), ({"logLevel": "loud"}, "logLevel"),
+    ({"controller": {"nodeCheck": "sometimes"}}, "nodeCheck")])
+def test_values_the_processes_would_refuse_are_refused_by_helm(values: Obj, name: str) -> None:
+    """values.schema.json: `helm install` fails naming the value, instead of pods that
+    crash-loop on a flag their CLI refuses."""
+    with pytest.raises(helm.HelmFailed, match=name):
+        render(values)
+
+
+def test_the_schemas_choices_are_the_clis() -> None:
+    import json
+
+    from services.common.logging import LOG_FORMATS, LOG_LEVELS
+    from services.controller.nodes import make_node_check
+    schema = json.loads((helm.CHART / "values.schema.json").read_text())["properties"]
+    assert set(schema["logFormat"]["enum"]) <= set(LOG_FORMATS)
+    assert set(schema["logLevel"]["enum"]) == set(LOG_LEVELS)
+    for mode in schema["controller"]["properties"]["nodeCheck"]["enum"]:
+        make_node_check(mode, "node-1", "glusterfs.heketi.csi.io")  # raises for a wrong one
+    with pytest.raises(ValueError, match="sometimes"):
+        make_node_check("sometimes", None, "glusterfs.heketi.csi.io")
