@@ -12,6 +12,7 @@ from typing import Any, cast
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from devtools import compose
 from devtools.csi_client import GIB, CsiClient
 from devtools.demo import Demo, Reporter, RunningDriver, play_and_unwind
 from devtools.localcluster import KubeletPaths
@@ -103,3 +104,16 @@ def test_the_output_check_accepts_only_a_whole_play() -> None:
     assert demo_problems("") != []
     skipped = "[skip]  9. CreateSnapshot snapshot-1  needs x\nDemo finished: exit 0.\n"
     assert "the output says '[skip]'" in demo_problems(skipped)
+
+
+def test_the_compose_log_yields_the_demo_containers_own_lines(tmp_path: Path) -> None:
+    log = tmp_path / "compose.log"
+    log.write_text("Attaching to hcsi-compose_demo_1, hcsi-compose_node_1\n"
+                   "node_1        | rpc code=OK\n"
+                   "demo_1        | [ ok ]  1. CreateVolume pvc-1 (1 GiB)   0.50 s  1 GiB\n"
+                   "demo_1        | \n"
+                   "demo_1        | Demo finished: exit 0.\n")
+    observed = compose.Observed(demo_exit=0, compose_exit=0, log=log, stack_volumes=[],
+                                mounts=[], loop_devices=[], host_volumes=None)
+    assert compose.demo_output(observed) == ("[ ok ]  1. CreateVolume pvc-1 (1 GiB)   0.50 s  "
+                                             "1 GiB\n\nDemo finished: exit 0.\n")
