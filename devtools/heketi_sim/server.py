@@ -299,6 +299,20 @@ class HeketiSimulator:
                 return rule
         return None
 
+    def add_volume_now(self, name: str, size_gib: int = 1) -> Volume:
+        """A replicate-3 volume placed and finished at once, without a request or a queue
+        (for tests and benchmarks that need many volumes present). Not in glusterd mode:
+        it makes no real gluster volume."""
+        if self.gluster is not None:
+            raise ValueError("add_volume_now makes no real gluster volume; use the API")
+        volume, error = self._build_volume({"name": name, "size": size_gib,
+                                            "durability": {"type": "replicate",
+                                                           "replicate": {"replica": 3}}})
+        if volume is None:
+            raise ValueError(error)
+        volume.pending = None
+        return volume
+
     # --- inspection ------------------------------------------------------------------
     def volume_by_name(self, name: str) -> Volume | None:
         for volume in self.topology.volumes.values():
