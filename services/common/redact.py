@@ -130,9 +130,12 @@ def redacted_dict(msg: Message) -> dict[str, Any]:
     return MessageToDict(redacted(msg), preserving_proto_field_name=True)
 
 
-# A credential shorter than this is not searched for in answers: replacing every "a" of an
-# answer because a caller sent the key "a" would garble it and hide nothing worth hiding.
-MIN_CREDENTIAL_LEN = 4
+# A credential shorter than this is not searched for in answers: replacing every "admin" of
+# an answer because a caller sent that as a key would garble names and hide next to nothing.
+MIN_CREDENTIAL_LEN = 8
+# Entries of a secret map that name a user, not a credential: an answer may well hold the same
+# word (a PVC named after its user), and taking it out would break the answer.
+_USER_KEYS = frozenset({"user", "username", "userid", "restuser", "login"})
 
 
 def _url_credentials(text: str, found: set[str]) -> None:
@@ -168,7 +171,8 @@ def _collect(msg: Message, found: set[str]) -> None:
             if value_field.type != FieldDescriptor.TYPE_STRING:
                 continue
             for key, item in value.items():
-                if _is_secret(field) or is_credential_key(str(key)):
+                last = str(key).rsplit("/", 1)[-1].lower()
+                if (_is_secret(field) and last not in _USER_KEYS) or is_credential_key(str(key)):
                     found.add(item)
                 _url_credentials(str(key), found)
                 _url_credentials(item, found)

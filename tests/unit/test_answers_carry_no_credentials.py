@@ -68,18 +68,22 @@ async def test_validate_volume_capabilities_does_not_echo_restuserkey(
 
 def test_credentials_of_a_request_are_its_secrets_keys_and_url_passwords() -> None:
     request = csi_pb2.CreateVolumeRequest(
-        name="pvc", secrets={"key": "secret-one", "x": "abc"},
+        name="pvc", secrets={"key": "secret-one", "x": "adminkey", "user": "administrator"},
         parameters={"restuserkey": "secret-two", "resturl": "http://u:secret-three@h:1/p",
                     "volumetype": "replicate:3"})
-    assert credentials_in(request) == {"secret-one", "secret-two", "u:secret-three",
-                                       "secret-three"}  # "u" and "abc" are too short
+    # "u" is too short; the user name is no credential (a PVC may be named after it)
+    assert credentials_in(request) == {"secret-one", "adminkey", "secret-two",
+                                       "u:secret-three", "secret-three"}
     answer = csi_pb2.CreateVolumeResponse(volume=csi_pb2.Volume(
-        volume_id="v-secret-one", volume_context={"k": "secret-two", "secret-three": "v"}))
+        volume_id="v-secret-one", volume_context={
+            "k": "secret-two", "secret-three": "v", "volume": "csi_pvc-administrator-db"}))
     clean = without_credentials(answer, credentials_in(request))
     assert clean is not None
     assert clean.volume.volume_id == "v-***"
-    assert dict(clean.volume.volume_context) == {"k": "***"}
+    assert dict(clean.volume.volume_context) == {"k": "***", "volume": "csi_pvc-administrator-db"}
     assert without_credentials(clean, credentials_in(request)) is None
+    ordinary = csi_pb2.CreateVolumeResponse(volume=csi_pb2.Volume(volume_id="hv1:default:ab"))
+    assert without_credentials(ordinary, credentials_in(request)) is None  # answered as is
 
 
 class _Echo:
