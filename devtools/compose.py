@@ -329,11 +329,19 @@ def run_test(extra_files: Sequence[Path] = (), keep_dockerd: bool = False) -> Ou
     return Outcome(observed, left, seconds)
 
 
-def print_outcome(outcome: Outcome) -> None:
-    observed, left = outcome.observed, outcome.leftovers
+def demo_output(observed: Observed) -> str:
+    """What the demo container printed, without docker-compose's `demo_1  | ` prefixes."""
+    lines = []
     for line in observed.log.read_text().splitlines() if observed.log.is_file() else []:
         if line.startswith("demo_1"):
-            print(line.partition("|")[2].rstrip())
+            text = line.partition("|")[2].rstrip()
+            lines.append(text[1:] if text.startswith(" ") else text)
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def print_outcome(outcome: Outcome) -> None:
+    observed, left = outcome.observed, outcome.leftovers
+    print(demo_output(observed), end="")
     log(f"demo exit {observed.demo_exit} (docker-compose exit {observed.compose_exit}); "
         f"full log: {observed.log}")
     log(f"before down: gluster volumes in the stack {observed.stack_volumes or 'none'}; "

@@ -7,8 +7,9 @@ pod and read in the other, expand it to 2 GiB, snapshot it, change the data, res
 snapshot into a new volume and read the old data there, then unpublish, unstage and delete
 everything. Each step prints one line with its outcome and duration.
 
-A step whose RPC answers UNIMPLEMENTED is reported as not built yet, and the steps that need
-it are skipped; any other failure ends the demo with exit code 1 after cleaning up. At the
+Every step must succeed: one that fails, an RPC that answers UNIMPLEMENTED included, prints a
+`[FAIL]` line naming the RPC and its answer and ends the demo with exit code 1 after cleaning
+up what the earlier steps made. At the
 end it checks that nothing is left: no mounts under the cluster's directory, no gluster
 volume with a brick there, and (after the teardown) no directory either.
 """
@@ -51,7 +52,7 @@ NOTE_WIDTH = 90
 
 
 class DemoFailed(Exception):
-    """A step failed with something other than UNIMPLEMENTED."""
+    """A step failed (an RPC the driver does not implement included)."""
 
     def __init__(self, title: str, cause: BaseException) -> None:
         super().__init__(f"{title}: {describe_error(cause)}")
@@ -182,24 +183,26 @@ class Demo:
 
     async def step(self, key: str, title: str, action: Callable[[], Awaitable[T]], *,
                    needs: Sequence[str] = (),
-                   detail: Callable[[T], str] | None = None) -> T | None:
-        """Run one step. Returns its result, or None when it (or what it needs) is not built
-        yet; raises DemoFailed on any other error."""
+                   detail: Callable[[T], str] | None = None) -> T:
+        """Run one step and return its result; raises DemoFailed when it fails, when the
+        driver does not implement its RPC, or when a step it needs did not succeed."""
         self.report.number += 1
         title = f"{self.report.number:>2}. {title}"
         missing = [n for n in needs if n not in self.done]
         if missing:
-            self.report.line("skip", title, None, f"needs {', '.join(missing)} (not built yet)")
-            return None
+            problem = RuntimeError(f"needs {', '.join(missing)}, which did not succeed")
+            self.report.line("FAIL", title, None, str(problem))
+            raise DemoFailed(title, problem)
         try:
             result, seconds = await self.report.timed(title, action)
         except GRPCError as exc:
             if is_unimplemented(exc):
                 self.not_built.append(key)
-                self.report.line(" -- ", title, None,
-                                 f"not built yet (UNIMPLEMENTED: {exc.message})")
-                return None
-            self.report.line("FAIL", title, None, describe_error(exc))
+                self.report.line("FAIL", title, None,
+                                 f"{describe_error(exc)} (the driver does not implement this "
+                                 "step's RPC; every step must work)")
+            else:
+                self.report.line("FAIL", title, None, describe_error(exc))
             raise DemoFailed(title, exc) from exc
         except Exception as exc:
             self.report.line("FAIL", title, None, describe_error(exc))
@@ -265,8 +268,6 @@ async def play(demo: Demo) -> None:
     volume = await demo.step(
         "create", f"CreateVolume {pv} (1 GiB)", lambda: ctl.create_volume(pv, GIB),
         detail=lambda v: f"{human_bytes(v.capacity_bytes)}, id {v.volume_id}")
-    if volume is None:
-        return
     volume_id = volume.volume_id
     context = dict(volume.volume_context)
     demo.later(f"DeleteVolume {pv}", lambda: ctl.delete_volume(volume_id))
@@ -276,10 +277,8 @@ async def play(demo: Demo) -> None:
         "attach", f"ControllerPublishVolume to node {cluster.node_id}",
         lambda: ctl.controller_publish(volume_id, cluster.node_id),
         detail=lambda c: ", ".join(f"{k}={v}" for k, v in sorted(c.items())))
-    if publish_context is not None:
-        demo.later("ControllerUnpublishVolume",
-                   lambda: ctl.controller_unpublish(volume_id, cluster.node_id))
-    publish_context = publish_context or {}
+    demo.later("ControllerUnpublishVolume",
+               lambda: ctl.controller_unpublish(volume_id, cluster.node_id))
 
     # 3. kubelet: NodeStageVolume (one FUSE mount per node) ...
     staging_path = cluster.staging_path(volume_id)
@@ -289,8 +288,7 @@ async def play(demo: Demo) -> None:
         lambda: node.stage(volume_id, staging_path, volume_context=context,
                            publish_context=publish_context),
         detail=lambda _: str(staging_path.relative_to(cluster.kubelet_root)))
-    if "stage" in demo.done:
-        demo.later("NodeUnstageVolume", lambda: node.unstage(volume_id, staging_path))
+    demo.later("NodeUnstageVolume", lambda: node.unstage(volume_id, staging_path))
 
     # 4. ... and NodePublishVolume for each pod (bind mounts).
     async def publish_into(name: str, target: Path) -> None:
@@ -299,9 +297,7 @@ async def play(demo: Demo) -> None:
             lambda: node.publish(volume_id, staging_path, target, volume_context=context,
                                  publish_context=publish_context),
             needs=["stage"], detail=lambda _: str(target.relative_to(cluster.kubelet_root)))
-        if f"publish-{name}" in demo.done:
-            demo.later(f"NodeUnpublishVolume from {name}",
-                       lambda: node.unpublish(volume_id, target))
+        demo.later(f"NodeUnpublishVolume from {name}", lambda: node.unpublish(volume_id, target))
 
     for name, target in pods.items():
         await publish_into(name, target)
@@ -322,12 +318,11 @@ async def play(demo: Demo) -> None:
         lambda: ctl.expand_volume(volume_id, 2 * GIB),
         detail=lambda r: f"capacity {human_bytes(r.capacity_bytes)}, node expansion "
                          f"{'required' if r.node_expansion_required else 'not required'}")
-    if expanded is not None and expanded.node_expansion_required:
+    if expanded.node_expansion_required:
         await demo.step("node-expand", "NodeExpandVolume",
                         lambda: node.node_expand(volume_id, pods["pod-a"], 2 * GIB, staging),
                         needs=["publish-pod-a"])
-    if expanded is not None:
-        await show_sizes(demo, volume_id, pods["pod-a"])
+    await show_sizes(demo, volume_id, pods["pod-a"])
 
     # 7. external-snapshotter: CreateSnapshot.
     snap_name = f"snapshot-{uid}"
@@ -336,9 +331,8 @@ async def play(demo: Demo) -> None:
         lambda: ctl.create_snapshot(snap_name, volume_id),
         detail=lambda s: f"{human_bytes(s.size_bytes)}, ready {s.ready_to_use}, "
                          f"id {s.snapshot_id}")
-    if snapshot is not None:
-        snapshot_id = snapshot.snapshot_id
-        demo.later(f"DeleteSnapshot {snap_name}", lambda: ctl.delete_snapshot(snapshot_id))
+    snapshot_id = snapshot.snapshot_id
+    demo.later(f"DeleteSnapshot {snap_name}", lambda: ctl.delete_snapshot(snapshot_id))
 
     # 8. The data changes after the snapshot.
     changed = f"changed by pod-a after the snapshot ({time.strftime('%H:%M:%S')})"
@@ -347,16 +341,12 @@ async def play(demo: Demo) -> None:
                     needs=["snapshot", "write"], detail=lambda _: repr(changed))
 
     # 9. A new PVC with dataSource: the snapshot.
-    if snapshot is None:
-        return
     restored_pv = f"pvc-{uuid.uuid4().hex[:8]}"
     size = max(snapshot.size_bytes, GIB)
     restored = await demo.step(
         "restore", f"CreateVolume {restored_pv} from the snapshot",
         lambda: ctl.create_volume(restored_pv, size, from_snapshot=snapshot.snapshot_id),
         detail=lambda v: f"{human_bytes(v.capacity_bytes)}, id {v.volume_id}")
-    if restored is None:
-        return
     await read_restored(demo, restored, restored_pv, uid, original)
 
 
@@ -373,17 +363,16 @@ async def show_sizes(demo: Demo, volume_id: str, pod_path: Path) -> None:
     fs = await demo.step("statfs", "statfs() in pod-a", lambda: statvfs(pod_path),
                          needs=["publish-pod-a"],
                          detail=lambda s: f"total {human_bytes(s.f_blocks * s.f_frsize)}")
-    heketi = human_bytes(got.volume.capacity_bytes) if got is not None else "?"
+    heketi = human_bytes(got.volume.capacity_bytes)
     lines = [f"Heketi (through the controller) says the volume has {heketi}."]
-    if fs is not None:
-        total = human_bytes(fs.f_blocks * fs.f_frsize)
-        node_total = _stats_total(stats) if stats is not None else None
-        lines.append(f"statfs in the pod says {total}"
-                     + (f" (NodeGetVolumeStats: {human_bytes(node_total)})"
-                        if node_total is not None else "") + ".")
-        lines.append("Each simulated brick is an XFS file system of the volume's size, as "
-                     "on a real Heketi (an LV per brick), so statfs shows the volume's size "
-                     "less XFS's own log and metadata.")
+    total = human_bytes(fs.f_blocks * fs.f_frsize)
+    node_total = _stats_total(stats)
+    lines.append(f"statfs in the pod says {total}"
+                 + (f" (NodeGetVolumeStats: {human_bytes(node_total)})"
+                    if node_total is not None else "") + ".")
+    lines.append("Each simulated brick is an XFS file system of the volume's size, as on a "
+                 "real Heketi (an LV per brick), so statfs shows the volume's size less XFS's "
+                 "own log and metadata.")
     demo.report.note("\n".join(lines))
 
 
@@ -397,31 +386,24 @@ async def read_restored(demo: Demo, restored: csi_pb2.Volume, pv: str, uid: str,
     publish_context = await demo.step(
         "attach-restored", "ControllerPublishVolume (restored volume)",
         lambda: ctl.controller_publish(restored_id, cluster.node_id))
-    if publish_context is not None:
-        demo.later("ControllerUnpublishVolume (restored volume)",
-                   lambda: ctl.controller_unpublish(restored_id, cluster.node_id))
-    publish_context = publish_context or {}
+    demo.later("ControllerUnpublishVolume (restored volume)",
+               lambda: ctl.controller_unpublish(restored_id, cluster.node_id))
     staging = cluster.staging_path(restored_id)
     await demo.step("stage-restored", "NodeStageVolume (restored volume)",
                     lambda: node.stage(restored_id, staging, volume_context=context,
                                        publish_context=publish_context),
                     needs=["stage"])
-    if "stage-restored" not in demo.done:
-        return
     demo.later("NodeUnstageVolume (restored volume)", lambda: node.unstage(restored_id, staging))
     target = cluster.pod_target_path(f"pod-c-{uid}", pv)
     await demo.step("publish-restored", "NodePublishVolume into pod-c",
                     lambda: node.publish(restored_id, staging, target, volume_context=context,
                                          publish_context=publish_context))
-    if "publish-restored" not in demo.done:
-        return
     demo.later("NodeUnpublishVolume from pod-c", lambda: node.unpublish(restored_id, target))
-    seen = await demo.step("read-restored", f"pod-c reads {DATA_FILE} (restored volume)",
-                           lambda: read_expecting(target / DATA_FILE, original),
-                           needs=["write"], detail=repr)
-    if seen is not None:
-        demo.report.note("The restored volume holds the data as it was at the snapshot, "
-                         "not the change made after it.")
+    await demo.step("read-restored", f"pod-c reads {DATA_FILE} (restored volume)",
+                    lambda: read_expecting(target / DATA_FILE, original),
+                    needs=["write"], detail=repr)
+    demo.report.note("The restored volume holds the data as it was at the snapshot, not "
+                     "the change made after it.")
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -470,7 +452,8 @@ async def run_demo(args: argparse.Namespace) -> int:
             print("Check before teardown: no mounts under the cluster directory and no "
                   "gluster volume with a brick there: the driver cleaned up after itself.")
         if demo.not_built:
-            print(f"Not built yet (answered UNIMPLEMENTED): {', '.join(demo.not_built)}")
+            print("Not implemented by the driver (answered UNIMPLEMENTED): "
+                  + ", ".join(demo.not_built))
     finally:
         base = cluster.base_dir
         teardown = await cluster.stop()

@@ -5,7 +5,7 @@ process (`python -m devtools.heketi_sim`). What it reproduces, with Heketi's tex
 JWT checks, asynchronous operations through `/queue/<id>` with one-shot results, throttling
 (429 beyond `max_inflight` running operations), synchronous allocation failures, name
 clashes, the per-cluster volume limit, pending volumes hidden from reads, maintenance mode.
-Fault injection (latency, failures, dropped results, going offline) is available as methods
+Fault injection (latency, failures, dropped results, hanging, going offline) is available as methods
 and, for the separate-process mode, as admin-only routes under `/_sim/`.
 """
 
@@ -147,6 +147,8 @@ class HeketiSimulator:
         self.drop_results = 0
         self.maintenance = False
         self.offline = False
+        self.answering = asyncio.Event()  # cleared by hang(): requests wait, unanswered
+        self.answering.set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._port = cfg.port
@@ -261,6 +263,15 @@ class HeketiSimulator:
             self._online_timer = loop.call_later(
                 seconds, lambda: self._spawn(self.go_online()))
 
+    def hang(self, on: bool = True) -> None:
+        """A Heketi that accepts connections and reads requests but never answers them (a
+        hung process, a stuck database): every request but /_sim/ waits until `hang(False)`,
+        then is served. Unlike go_offline, connecting succeeds."""
+        if on:
+            self.answering.clear()
+        else:
+            self.answering.set()
+
     async def go_online(self) -> None:
         if self._runner is None:
             await self._listen()
@@ -272,6 +283,7 @@ class HeketiSimulator:
         self.fail_rules.clear()
         self.drop_results = 0
         self.maintenance = False
+        self.answering.set()
 
     @staticmethod
     def _check_kind(kind: str, allowed: tuple[str, ...]) -> None:
@@ -286,6 +298,20 @@ class HeketiSimulator:
                     self.fail_rules.remove(rule)
                 return rule
         return None
+
+    def add_volume_now(self, name: str, size_gib: int = 1) -> Volume:
+        """A replicate-3 volume placed and finished at once, without a request or a queue
+        (for tests and benchmarks that need many volumes present). Not in glusterd mode:
+        it makes no real gluster volume."""
+        if self.gluster is not None:
+            raise ValueError("add_volume_now makes no real gluster volume; use the API")
+        volume, error = self._build_volume({"name": name, "size": size_gib,
+                                            "durability": {"type": "replicate",
+                                                           "replicate": {"replica": 3}}})
+        if volume is None:
+            raise ValueError(error)
+        volume.pending = None
+        return volume
 
     # --- inspection ------------------------------------------------------------------
     def volume_by_name(self, name: str) -> Volume | None:
@@ -350,6 +376,7 @@ class HeketiSimulator:
                 return text_response(verdict.status, verdict.text)
         if path.startswith("/_sim/"):
             return await handler(request)
+        await self.answering.wait()
         if self.maintenance and request.method not in ("GET", "HEAD"):
             return text_response(503, "Service disabled for maintenance")
         kind = self._kind(request)
@@ -718,7 +745,7 @@ class HeketiSimulator:
 
     async def _sim_faults(self, request: web.Request) -> web.StreamResponse:
         """Body keys (all optional): reset, op_latency, latency {kind: s}, fail_next
-        {count, status, text, kinds, on_queue}, drop_results, maintenance, offline_for."""
+        {count, status, text, kinds, on_queue}, drop_results, maintenance, hang, offline_for."""
         msg = await _read_json(request)
         if not isinstance(msg, dict):
             return text_response(422, "request unable to be parsed")
@@ -739,6 +766,8 @@ class HeketiSimulator:
                 self.drop_next_results(int(msg["drop_results"]))
             if "maintenance" in msg:
                 self.set_maintenance(bool(msg["maintenance"]))
+            if "hang" in msg:
+                self.hang(bool(msg["hang"]))
         except (TypeError, ValueError, AttributeError) as exc:
             return text_response(400, f"bad fault request: {exc}")
         if "offline_for" in msg:

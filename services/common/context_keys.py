@@ -16,3 +16,6 @@ BACKUP_VOLFILE_SERVERS = "backupVolfileServers"
 # Numeric GID the volume's root belongs to (optional; kubelet adds it to the pod's groups
 # through the PV annotation `pv.beta.kubernetes.io/gid`).
 GID = "gid"
+
+# Every key above: the only ones ValidateVolumeCapabilities confirms back.
+VOLUME_CONTEXT_KEYS = frozenset({VOLUME, HOSTS, BACKUP_VOLFILE_SERVERS, GID})

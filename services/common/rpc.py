@@ -6,6 +6,9 @@ that every call gets its request checked against the size bounds of `services.co
 (before anything reads it), a request id, one log line (method, duration, code, volume id),
 metrics, secret-safe and size-bounded error reporting through
 `services.common.errors.status_for`, and UNIMPLEMENTED for methods the class does not define.
+No answer and no error text carries a credential the request did (its secrets, a
+`restuserkey` parameter, a URL's password): they are taken out before the answer is sent
+(`services.common.redact.without_credentials`), whatever the service copied into it.
 """
 
 from __future__ import annotations
@@ -33,7 +36,13 @@ from services.common.errors import (
 )
 from services.common.logging import get_logger
 from services.common.metrics import RPC_SECONDS, RPC_TOTAL
-from services.common.redact import redact_urls, redacted_dict
+from services.common.redact import (
+    credentials_in,
+    redact_urls,
+    redacted_dict,
+    text_without,
+    without_credentials,
+)
 
 _log = get_logger("rpc")
 
@@ -138,9 +147,11 @@ class Servable:
         started = time.monotonic()
         code = Status.OK
         message = ""
+        credentials: frozenset[str] = frozenset()
         self.tracker.enter()
         try:
             check_request(request)
+            credentials = credentials_in(request)
             if log_debug_enabled(log):
                 log.debug("rpc request", request=redacted_dict(request))
             if self.tracker.draining:
@@ -148,15 +159,21 @@ class Servable:
             if func is None:
                 raise Unimplemented(f"{self.service}.{method} is not implemented by this driver")
             response = await func(request, ctx)
+            if (clean := without_credentials(response, credentials)) is not None:
+                log.error("the answer carried a credential of the request; it was taken out "
+                          "(a driver bug: please report it)")
+                response = clean
             await stream.send_message(response)
         except asyncio.CancelledError:
             code, message = Status.CANCELLED, "cancelled by the caller or shutdown"
             raise
         except GRPCError as exc:
-            code, message = exc.status, clip_message(exc.message or "")
+            code = exc.status
+            message = clip_message(text_without(exc.message or "", credentials))
             raise GRPCError(code, message, exc.details) from None
         except Exception as exc:
             code, message = status_for(exc, request_id)
+            message = clip_message(text_without(message, credentials))
             if code is Status.INTERNAL and not isinstance(exc, DriverError):
                 log.exception("unexpected error")
             raise GRPCError(code, message) from None

@@ -71,6 +71,7 @@ class VolumeIndex:
         self.progress = (0, len(ids))
         _log.info("building volume index", backend=self.backend, volumes=len(ids))
         await self._read(client, ids, concurrency)
+        INDEX_VOLUMES.labels(self.backend).set(len(self._by_id))  # also when none is ours
         self.ready = True
         self.build_seconds = time.monotonic() - started
         _log.info("volume index ready", backend=self.backend, volumes=len(ids),

@@ -24,6 +24,7 @@ from services.common.errors import (
 )
 from services.common.keyed_operations import KeyedOperations
 from services.common.proto import csi_pb2
+from services.common.redact import is_credential_key
 from services.common.rpc import RpcContext
 from services.common.validation import require
 from services.controller.backends import Backend, BackendRegistry
@@ -313,10 +314,14 @@ class ControllerService:
         if problems:
             return csi_pb2.ValidateVolumeCapabilitiesResponse(message="; ".join(problems))
         parse_params(request.parameters)
+        # Confirmed is what was validated: the parameters without those that carry a
+        # credential (`restuserkey`), and only the context keys the driver itself writes.
         confirmed = csi_pb2.ValidateVolumeCapabilitiesResponse.Confirmed(
-            volume_context=request.volume_context,
+            volume_context={k: v for k, v in request.volume_context.items()
+                            if k in ck.VOLUME_CONTEXT_KEYS},
             volume_capabilities=request.volume_capabilities,
-            parameters=request.parameters,
+            parameters={k: v for k, v in request.parameters.items()
+                        if not is_credential_key(k)},
         )
         return csi_pb2.ValidateVolumeCapabilitiesResponse(confirmed=confirmed)
 

@@ -98,9 +98,9 @@ ALLOWED_SKIPS: dict[tuple[str, str], str] = {
         "Heketi volumes have no topology (the driver offers no VOLUME_ACCESSIBILITY_CONSTRAINTS), "
         "so a snapshot has none to be constrained to; the capability is CSI 1.13's"),
     (r"already published but is incompatible", r"readonly field not supported"): (
-        "only once the controller stops advertising PUBLISH_READONLY (see tests/conformance/"
-        "README.md): ControllerPublishVolume attaches nothing in Heketi, read-only is enforced "
-        "per pod by NodePublishVolume(readonly)"),
+        "only once the controller stops advertising PUBLISH_READONLY (README.md, section "
+        "Conformance): ControllerPublishVolume attaches nothing in Heketi, read-only is "
+        "enforced per pod by NodePublishVolume(readonly)"),
 }
 
 HOW_TO_BUILD = (

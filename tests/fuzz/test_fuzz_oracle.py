@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 from tests.fuzz.oracle import Observer, Outcome, marker_variants
 from tests.fuzz.values import RELATIVE_ROOTS, World
+from tests.support.host import require_host
 
 MARKER = "FZSECRET0123456789ab"
 OK = Outcome("OK", "", 0.01)
@@ -90,8 +90,8 @@ def test_files_appearing_or_vanishing_outside_the_kubelet_root(
     assert not (cwd / RELATIVE_ROOTS[0]).exists()  # cleaned up
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")
 def test_mounts_outside_the_kubelet_root(tmp_path: Path) -> None:
+    require_host("bind mounts need root", root=True)
     world = _world(tmp_path)
     source = tmp_path / "source"
     source.mkdir()

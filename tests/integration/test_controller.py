@@ -13,6 +13,8 @@ from grpclib.exceptions import GRPCError
 from devtools.heketi_sim.server import HeketiSimulator
 from devtools.localcluster.processes import probe, wait_log_line, wait_ready
 from services.common.proto import csi_pb2
+from services.controller.ids import volume_name
+from services.controller.service import PUBLISH_HEKETI_WAIT_S
 from tests.support.conditions import pending_operations, until
 from tests.support.controller_harness import (
     GIB,
@@ -419,3 +421,57 @@ async def test_publish_answers_from_the_index_while_heketi_is_unreachable(ctl, s
     with pytest.raises(GRPCError) as err:  # now Heketi says so
         await ctl.stub.ControllerPublishVolume(publish, timeout=10)
     assert err.value.status is Status.NOT_FOUND
+
+
+@pytest.mark.parametrize("existing", [0, 50, 500])
+async def test_a_create_costs_three_heketi_requests_however_many_volumes_exist(
+        tmp_path, sim, existing):
+    """README: "a create costs three Heketi requests however many volumes exist" (the name
+    index is built at start-up; a create is POST /volumes, one queue poll, one GET)."""
+    for i in range(existing):  # half the driver's own, half someone else's
+        sim.add_volume_now(volume_name(f"pvc-present-{i}") if i % 2 else f"vol_other_{i}")
+    controller = await start_controller(tmp_path, sim.url, f"cost-{existing}")
+    try:
+        await wait_ready(controller.proc, controller.socket)
+        costs = []
+        for i in range(3):
+            sim.request_counts.clear()
+            await controller.stub.CreateVolume(create_request(f"pvc-cost-{i}"), timeout=30)
+            costs.append(dict(sim.request_counts))
+        assert [sum(cost.values()) for cost in costs] == [3, 3, 3], costs
+        assert len(our_volumes(sim)) == existing // 2 + 3
+    finally:
+        controller.channel.close()
+        await controller.proc.stop()
+
+
+async def test_publish_answers_from_the_index_while_heketi_hangs(ctl, sim):
+    """README: "when Heketi does not answer within 5 s, ControllerPublish answers from the
+    controller's index". Heketi here accepts the connection, reads the request and never
+    answers; the answer must come within the call's deadline, a few seconds past the wait."""
+    vid = (await ctl.stub.CreateVolume(create_request("pvc-hang"))).volume.volume_id
+    publish = csi_pb2.ControllerPublishVolumeRequest(volume_id=vid, node_id=NODE,
+                                                     volume_capability=cap())
+    before = await ctl.stub.ControllerPublishVolume(publish)
+    unknown = csi_pb2.ControllerPublishVolumeRequest(
+        volume_id="hv1:default:" + "0" * 32, node_id=NODE, volume_capability=cap())
+    deadline = PUBLISH_HEKETI_WAIT_S + 5
+    reads_before = sim.request_counts["GET /volumes/{id}"]
+    sim.hang()
+    try:
+        during, refused = await asyncio.gather(
+            ctl.stub.ControllerPublishVolume(publish, timeout=deadline),
+            ctl.stub.ControllerPublishVolume(unknown, timeout=deadline),
+            return_exceptions=True)
+        assert sim.request_counts["GET /volumes/{id}"] >= reads_before + 2, \
+            "both calls asked the hung Heketi first"
+    finally:
+        sim.hang(False)
+    assert isinstance(during, csi_pb2.ControllerPublishVolumeResponse), during
+    assert during.publish_context == before.publish_context
+    await wait_log_line(ctl.proc, lambda line: "answering from the index" in line,
+                        "the fallback is logged")
+    # A volume the index does not know: Heketi has not said it is gone, so retry later.
+    assert isinstance(refused, GRPCError), refused
+    assert refused.status is Status.UNAVAILABLE, refused
+    assert "did not answer within 5 s" in (refused.message or ""), refused.message

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -23,13 +21,16 @@ from services.controller.heketi import (
     Snapshot,
     VolumeCreateRequest,
 )
+from tests.support.host import require_gluster_root
 
-pytestmark = [
-    pytest.mark.gluster,
-    pytest.mark.skipif(shutil.which("gluster") is None or shutil.which("mount.glusterfs") is None,
-                       reason="glusterfs-server and glusterfs-client are not installed"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="FUSE mounts need root"),
-]
+pytestmark = pytest.mark.gluster
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs_root_and_gluster() -> None:
+    require_gluster_root("the simulator on glusterd needs root and GlusterFS (FUSE mounts)")
+
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -18,6 +18,7 @@ from services.controller.heketi import (
     VolumeCreateRequest,
 )
 from services.controller.heketi.auth import authorization_header, make_token
+from tests.support.conditions import until
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN, USER = "proc-admin", "proc-user"
@@ -70,13 +71,25 @@ async def test_fault_routes_and_clean_exit(
                                        body={"maintenance": True})
         assert (status, text) == (401, "Administrator access required")
 
+        async def volumes_listed() -> int | None:
+            """How many volumes the simulator lists; None while it refuses connections."""
+            try:
+                return len(await client.list_volume_ids())
+            except HeketiUnavailable:
+                return None
+
         status, _ = await _sim_call(url, "POST", "/_sim/faults", body={"offline_for": 1.0})
         assert status == 200
-        await asyncio.sleep(0.3)
-        with pytest.raises(HeketiUnavailable):
-            await client.list_volume_ids()
-        await asyncio.sleep(1.2)
-        assert len(await client.list_volume_ids()) == 2
+
+        async def offline() -> bool:
+            return await volumes_listed() is None
+
+        async def back_with_both() -> bool:
+            return await volumes_listed() == 2
+
+        await until(offline, "the simulator goes offline (offline_for: 1 s)", timeout=10)
+        await until(back_with_both, "the simulator is back online, both volumes listed",
+                    timeout=10)
 
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(proc.wait(), 15) == 0

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import errno
 import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,13 +27,16 @@ from services.controller.heketi import (
     VolumeInfo,
 )
 from services.node import mountinfo
+from tests.support.host import require_gluster_root
 
-pytestmark = [
-    pytest.mark.gluster,
-    pytest.mark.skipif(shutil.which("gluster") is None or shutil.which("mount.glusterfs") is None,
-                       reason="glusterfs-server and glusterfs-client are not installed"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="loop devices and mounts need root"),
-]
+pytestmark = pytest.mark.gluster
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs_root_and_gluster() -> None:
+    require_gluster_root("sized bricks need root, loop devices and GlusterFS")
+
+
 GIB = 1024**3
 # XFS keeps its 64 MiB log and some metadata inside the brick, as on a real Heketi brick.
 XFS_OVERHEAD = 0.08

@@ -26,6 +26,7 @@ from devtools import glusterd
 from devtools.csi_client import GIB, CsiClient
 from devtools.demo import Demo, DemoFailed, Reporter
 from devtools.localcluster import REPO_ROOT, ClusterError, LocalCluster, mounts_under
+from tests.support.demo_output import demo_problems
 
 pytestmark = pytest.mark.gluster
 
@@ -226,7 +227,7 @@ async def test_make_up_prints_how_to_talk_to_it_and_stops_clean_on_ctrl_c() -> N
 
 
 # --- `make demo` -------------------------------------------------------------------------------
-async def test_demo_reports_unbuilt_steps_skips_what_needs_them_and_stops_on_errors() -> None:
+async def test_demo_fails_on_an_unimplemented_step_and_on_a_step_whose_need_failed() -> None:
     out = io.StringIO()
     demo = Demo(cast(LocalCluster, None), cast(CsiClient, None), cast(CsiClient, None),
                 Reporter(out))
@@ -240,14 +241,17 @@ async def test_demo_reports_unbuilt_steps_skips_what_needs_them_and_stops_on_err
     async def fine() -> str:
         return "done"
 
-    assert await demo.step("snapshot", "CreateSnapshot", unimplemented) is None
-    assert await demo.step("restore", "restore", fine, needs=["snapshot"]) is None
+    with pytest.raises(DemoFailed, match="CreateSnapshot: UNIMPLEMENTED: Method not impl"):
+        await demo.step("snapshot", "CreateSnapshot", unimplemented)
+    with pytest.raises(DemoFailed, match="needs snapshot, which did not succeed"):
+        await demo.step("restore", "restore", fine, needs=["snapshot"])
     assert await demo.step("other", "other", fine, detail=str) == "done"
     with pytest.raises(DemoFailed, match="INTERNAL: boom"):
         await demo.step("bad", "bad step", broken)
     lines = out.getvalue().splitlines()
-    assert "not built yet (UNIMPLEMENTED: Method not implemented)" in lines[0]
-    assert lines[1].startswith("[skip]") and "needs snapshot" in lines[1]
+    assert lines[0].startswith("[FAIL]") and "UNIMPLEMENTED: Method not implemented" in lines[0]
+    assert "does not implement" in lines[0]
+    assert lines[1].startswith("[FAIL]") and "needs snapshot" in lines[1]
     assert lines[2].startswith("[ ok ]") and lines[2].endswith("done")
     assert lines[3].startswith("[FAIL]") and "INTERNAL: boom" in lines[3]
     assert demo.not_built == ["snapshot"]
@@ -267,8 +271,7 @@ async def test_demo_plays_every_step_and_exits_0_leaving_nothing() -> None:
             await proc.wait()
     text = out.decode()
     assert proc.returncode == 0, text
-    assert "[FAIL]" not in text and "[skip]" not in text and "not built yet" not in text, text
-    assert len(re.findall(r"^\[ ok \]", text, re.MULTILINE)) >= 25, text
+    assert not demo_problems(text), "\n".join(demo_problems(text)) + "\n" + text
     assert "Check before teardown: no mounts" in text, text
     assert "Check after teardown: nothing left behind" in text, text
     assert "pod-c reads greeting.txt (restored volume)" in text
