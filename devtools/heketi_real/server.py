@@ -203,7 +203,6 @@ class RealHeketi:
         cfg = self.config
         conf = {
             "port": str(self.port),
-            "use_auth": cfg.use_auth,
             "jwt": {"admin": {"key": cfg.admin_key}, "user": {"key": cfg.user_key}},
             "glusterfs": {
                 "executor": "mock",
@@ -218,9 +217,13 @@ class RealHeketi:
             json.dump(conf, f)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                "HEKETI_MOCK_DEVICE_SIZE_GB": str(cfg.device_size_gib)}
+        # v10.3.0 ignores the config's `use_auth` (deprecated): only the flag turns JWT off
+        argv = [str(heketi), f"--config={conf_path}"]
+        if not cfg.use_auth:
+            argv.append("--disable-auth")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(heketi), f"--config={conf_path}"], cwd=self.state_dir, env=env,
+                argv, cwd=self.state_dir, env=env,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
 
