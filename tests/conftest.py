@@ -23,6 +23,7 @@ from devtools.heketi_sim.testing import Endpoint, env_endpoint
 BACKENDS = ("real", "sim")
 _backend_of: dict[str, str] = {}
 _outcome: dict[str, str] = {}  # test id -> passed | failed | skipped (the worst phase)
+_sim_only: Counter[str] = Counter()  # why -> tests collected with @pytest.mark.sim_only(why)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -56,6 +57,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         backend = callspec.params.get("heketi_backend") if callspec else None
         if backend in BACKENDS:
             _backend_of[item.nodeid] = backend
+        marker = item.get_closest_marker("sim_only")
+        if marker is not None:
+            _sim_only[str(marker.args[0]) if marker.args else "(no reason given)"] += 1
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -71,6 +75,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _sim_only:
+        terminalreporter.write_line(f"simulator only, not run on the real Heketi: "
+                                    f"{sum(_sim_only.values())} tests")
+        for why, count in sorted(_sim_only.items()):
+            terminalreporter.write_line(f"  {count} x {why}")
     if not _outcome:
         return
     for backend in BACKENDS:
