@@ -22,8 +22,9 @@ from devtools.heketi_sim.testing import Endpoint, env_endpoint
 
 BACKENDS = ("real", "sim")
 _backend_of: dict[str, str] = {}
+_ran: set[str] = set()
 _outcome: dict[str, str] = {}  # test id -> passed | failed | skipped (the worst phase)
-_sim_only: Counter[str] = Counter()  # why -> tests collected with @pytest.mark.sim_only(why)
+_sim_only: dict[str, str] = {}  # test id -> why, for tests marked @pytest.mark.sim_only(why)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -59,10 +60,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             _backend_of[item.nodeid] = backend
         marker = item.get_closest_marker("sim_only")
         if marker is not None:
-            _sim_only[str(marker.args[0]) if marker.args else "(no reason given)"] += 1
+            _sim_only[item.nodeid] = str(marker.args[0]) if marker.args else "(no reason)"
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _ran.add(report.nodeid)
     backend = _backend_of.get(report.nodeid)
     if backend is None:
         return
@@ -75,10 +77,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _sim_only:
+    ran_sim_only = Counter(why for n, why in _sim_only.items() if n in _ran)
+    if ran_sim_only:
         terminalreporter.write_line(f"simulator only, not run on the real Heketi: "
-                                    f"{sum(_sim_only.values())} tests")
-        for why, count in sorted(_sim_only.items()):
+                                    f"{sum(ran_sim_only.values())} tests")
+        for why, count in sorted(ran_sim_only.items()):
             terminalreporter.write_line(f"  {count} x {why}")
     if not _outcome:
         return

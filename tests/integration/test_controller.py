@@ -14,13 +14,11 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from devtools.heketi_sim.server import HeketiSimulator
 from devtools.localcluster.processes import probe, wait_log_line, wait_ready
 from services.common.proto import csi_pb2
 from tests.support.conditions import pending_operations, until
 from tests.support.controller_harness import (
     GIB,
-    KEY,
     MODE,
     NODE,
     cap,
@@ -225,26 +223,21 @@ async def test_gids_are_unique_within_the_range_and_exhaustion_is_reported(ctl, 
     assert err.value.status is Status.OUT_OF_RANGE
 
 
-@pytest.mark.sim_only("a Heketi that goes offline and comes back (go_offline/go_online)")
-async def test_heketi_down_at_start_then_up(tmp_path):
-    sim = HeketiSimulator(admin_key=KEY)
-    await sim.start()
-    url = sim.url
-    await sim.go_offline()
-    controller = await start_controller(tmp_path, url)
+async def test_heketi_down_at_start_then_up(tmp_path, heketi):
+    await heketi.go_offline()
+    controller = await start_controller(tmp_path, heketi.url)
     try:
         await wait_ready(controller.proc, controller.socket, need_ready=False)
         await wait_log_line(controller.proc, lambda line: "Heketi not reachable" in line,
                             "a failed attempt to read Heketi")
         assert await probe(controller.socket) is False
-        await sim.go_online()
+        await heketi.go_online()
         await until(lambda: probe(controller.socket), "ready once Heketi is back")
         reply = await controller.stub.CreateVolume(create_request("pvc-late"))
         assert reply.volume.volume_id
     finally:
         controller.channel.close()
         await controller.proc.stop()
-        await sim.close()
 
 
 async def test_sigkill_during_twenty_creates_leaves_exactly_one_volume_per_name(tmp_path, heketi):
@@ -415,15 +408,14 @@ async def test_keys_and_users_from_parameters_and_secrets_stay_out_of_logs_and_e
         assert marker not in log
 
 
-@pytest.mark.sim_only("a Heketi that goes offline and comes back (go_offline/go_online)")
-async def test_publish_answers_from_the_index_while_heketi_is_unreachable(ctl, sim):
+async def test_publish_answers_from_the_index_while_heketi_is_unreachable(ctl, heketi):
     vid = (await ctl.stub.CreateVolume(create_request("pvc-outage"))).volume.volume_id
     publish = csi_pb2.ControllerPublishVolumeRequest(volume_id=vid, node_id=NODE,
                                                      volume_capability=cap())
     before = await ctl.stub.ControllerPublishVolume(publish)
     unknown = csi_pb2.ControllerPublishVolumeRequest(
         volume_id="hv1:default:" + "0" * 32, node_id=NODE, volume_capability=cap())
-    await sim.go_offline()
+    await heketi.go_offline()
     try:
         during = await ctl.stub.ControllerPublishVolume(publish, timeout=10)
         assert during.publish_context == before.publish_context
@@ -433,10 +425,8 @@ async def test_publish_answers_from_the_index_while_heketi_is_unreachable(ctl, s
             await ctl.stub.ControllerPublishVolume(unknown, timeout=10)
         assert err.value.status is Status.UNAVAILABLE
     finally:
-        await sim.go_online()
-    from services.controller.heketi import HeketiClient
-
-    async with HeketiClient(sim.url, "admin", KEY) as client:
+        await heketi.go_online()
+    async with heketi.client() as client:
         await client.delete_volume(vid.split(":")[-1])
     with pytest.raises(GRPCError) as err:  # now Heketi says so
         await ctl.stub.ControllerPublishVolume(publish, timeout=10)

@@ -47,6 +47,21 @@ class HeketiBackend:
             pytest.skip(f"simulator only: {why}")
         return self.sim
 
+    async def go_offline(self) -> None:
+        """Unreachable (connection refused): the simulator closes its listener, the real
+        Heketi is SIGKILLed (its BoltDB stays)."""
+        if self.sim is not None:
+            await self.sim.go_offline()
+        elif self.real is not None:
+            await asyncio.to_thread(self.real.kill)
+
+    async def go_online(self) -> None:
+        """Back on the same address: the real Heketi restarts on its BoltDB."""
+        if self.sim is not None:
+            await self.sim.go_online()
+        elif self.real is not None:
+            await asyncio.to_thread(self.real.restart)
+
     @contextlib.asynccontextmanager
     async def client(self) -> AsyncIterator[HeketiClient]:
         async with HeketiClient(self.url, "admin", self.admin_key, name="test") as client:
