@@ -80,6 +80,10 @@ class RealHeketiConfig:
     # load the topology with heketi-cli (as a deployment does; it polls every 400 ms, ~5 s
     # for 3x3) or with the REST API directly, polling every 10 ms (what the tests use)
     load_with_cli: bool = True
+    # Heketi's background cleaner of stale pending operations (left by a crash): seconds
+    # after start and between runs; 0 keeps Heketi's defaults (60 s, then hourly)
+    cleaner_start_s: int = 0
+    cleaner_refresh_s: int = 0
 
     def __repr__(self) -> str:  # keeps the keys out of reprs and tracebacks
         return (f"RealHeketiConfig(nodes={self.nodes}, devices_per_node={self.devices_per_node}"
@@ -209,6 +213,8 @@ class RealHeketi:
                 "db": str(self.state_dir / "heketi.db"),
                 "loglevel": "info",
                 "max_inflight_operations": cfg.max_inflight,
+                "start_time_background_cleaner": cfg.cleaner_start_s,
+                "refresh_time_background_cleaner": cfg.cleaner_refresh_s,
             },
         }
         conf_path = self.state_dir / "heketi.json"

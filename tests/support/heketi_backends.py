@@ -103,7 +103,9 @@ async def open_backend(name: str, admin_key: str) -> AsyncIterator[HeketiBackend
         return
     if name != "real":
         raise ValueError(f"unknown Heketi backend {name!r}")
-    heketi = RealHeketi(RealHeketiConfig(admin_key=admin_key, load_with_cli=False))
+    # the background cleaner rolls back stale operations (a crash's) 1 s after a (re)start
+    heketi = RealHeketi(RealHeketiConfig(admin_key=admin_key, load_with_cli=False,
+                                         cleaner_start_s=1, cleaner_refresh_s=1))
     try:
         await asyncio.to_thread(heketi.start)
     except HeketiNotBuilt as exc:
