@@ -21,7 +21,7 @@ test: check ## Everything CI runs: lint, the fast suite, the real-Kubernetes sui
 	$(MAKE) compose-test
 
 .PHONY: check
-check: setup helm lint ## Lint and the fast suite (unit, integration, csi-sanity, fuzz, the chart)
+check: setup helm heketi lint ## Lint and the fast suite (unit, integration, csi-sanity, fuzz, the chart)
 	$(PY) -m pytest -ra --ignore=tests/e2e --ignore=tests/compose tests
 
 .PHONY: test-e2e
@@ -90,6 +90,10 @@ k8s-kubeconfig: ## Print the path of the local cluster's admin kubeconfig
 .PHONY: helm
 helm: ## Build helm from the Go module proxy (cached) and fetch the chart's validation schemas
 	$(PY) -m devtools.k8s build helm
+
+.PHONY: heketi
+heketi: ## Build a real Heketi v10.3.0 and heketi-cli from the Go module proxy (cached); the tests run it (mock executor)
+	$(PY) -m devtools.k8s build heketi
 
 .PHONY: helm-lint
 helm-lint: helm ## helm lint --strict charts/heketi-csi
