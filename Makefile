@@ -112,6 +112,10 @@ k8s-kubeconfig: ## Print the path of the local cluster's admin kubeconfig
 helm: ## Build helm from the Go module proxy (cached) and fetch the chart's validation schemas
 	$(PY) -m devtools.k8s build helm
 
+.PHONY: heketi
+heketi: ## Build a real Heketi v10.3.0 and heketi-cli from the Go module proxy (cached); the tests run it (mock executor)
+	$(PY) -m devtools.k8s build heketi
+
 .PHONY: helm-lint
 helm-lint: helm ## helm lint --strict charts/heketi-csi
 	$$($(PY) -c 'from devtools.k8s.helm import helm_path; print(helm_path())') lint --strict charts/heketi-csi

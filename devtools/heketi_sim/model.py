@@ -307,7 +307,9 @@ class Topology:
 
     # --- Heketi's JSON --------------------------------------------------------------
     def storage_hosts(self, cluster_id: str) -> list[str]:
-        return [self.nodes[n].storage for n in self.clusters[cluster_id].nodes]
+        # Heketi keeps a cluster's node ids sorted and lists the mount hosts in that order
+        # (getHostsFromCluster), as `GET /clusters/{id}` lists the nodes
+        return [self.nodes[n].storage for n in sorted(self.clusters[cluster_id].nodes)]
 
     def brick_json(self, brick: Brick) -> dict[str, Any]:
         return {"id": brick.id, "path": brick.path, "device": brick.device_id,

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from devtools.heketi_sim import jwtcheck
 from devtools.heketi_sim.gluster_backend import GlusterBackend
-from devtools.heketi_sim.model import NoSpace, Topology, Volume, new_id
+from devtools.heketi_sim.model import BRICK_MIN_KIB, GIB_KIB, NoSpace, Topology, Volume, new_id
 
 MUTATING_KINDS = ("create", "delete", "expand", "clone")
 FAULT_KINDS = (*MUTATING_KINDS, "get", "queue")
@@ -145,7 +145,10 @@ class HeketiSimulator:
         self.holds: dict[str, asyncio.Event] = {}  # kind -> released when set (see hold)
         self.fail_rules: list[FailRule] = []
         self.drop_results = 0
-        self.maintenance = False
+        # Heketi's admin state (POST /admin): normal, read-only (every request but GET and
+        # HEAD answers 503, POST /admin too: only a restart ends it) or local-client (only
+        # loopback clients may change anything)
+        self.admin_state = "normal"
         self.offline = False
         self.answering = asyncio.Event()  # cleared by hang(): requests wait, unanswered
         self.answering.set()
@@ -249,7 +252,11 @@ class HeketiSimulator:
 
     def set_maintenance(self, on: bool = True) -> None:
         """Heketi's read-only admin state: POST/DELETE answer 503, reads still work."""
-        self.maintenance = on
+        self.admin_state = "read-only" if on else "normal"
+
+    @property
+    def maintenance(self) -> bool:
+        return self.admin_state == "read-only"
 
     async def go_offline(self, seconds: float | None = None) -> None:
         """Close the listener and every connection (clients get connection refused).
@@ -282,7 +289,7 @@ class HeketiSimulator:
         self.latency.clear()
         self.fail_rules.clear()
         self.drop_results = 0
-        self.maintenance = False
+        self.admin_state = "normal"
         self.answering.set()
 
     @staticmethod
@@ -351,6 +358,8 @@ class HeketiSimulator:
         r.add_post(f"/volumes/{_ID}/expand", self._volume_expand)
         r.add_post(f"/volumes/{_ID}/clone", self._volume_clone)
         r.add_get(f"/queue/{_ID}", self._queue)
+        r.add_get("/admin", self._admin_get)
+        r.add_post("/admin", self._admin_set)
         r.add_get("/_sim/stats", self._sim_stats)
         r.add_post("/_sim/faults", self._sim_faults)
         return app
@@ -377,7 +386,7 @@ class HeketiSimulator:
         if path.startswith("/_sim/"):
             return await handler(request)
         await self.answering.wait()
-        if self.maintenance and request.method not in ("GET", "HEAD"):
+        if not self._admin_allows(request):
             return text_response(503, "Service disabled for maintenance")
         kind = self._kind(request)
         if kind is not None:
@@ -392,7 +401,30 @@ class HeketiSimulator:
         except web.HTTPNotFound:
             return text_response(404, "Invalid path or request")
         except web.HTTPMethodNotAllowed:
-            return text_response(405, "405 method not allowed")
+            return web.Response(status=405)  # gorilla/mux: no body
+
+    def _admin_allows(self, request: web.Request) -> bool:
+        """Heketi's ServerState.AllowRequest."""
+        if self.admin_state == "normal" or request.method in ("GET", "HEAD"):
+            return True
+        if self.admin_state == "local-client":
+            return request.remote in ("127.0.0.1", "::1")
+        return False
+
+    async def _admin_get(self, _request: web.Request) -> web.StreamResponse:
+        return json_response({"state": self.admin_state})
+
+    async def _admin_set(self, request: web.Request) -> web.StreamResponse:
+        msg = await _read_json(request)
+        if not isinstance(msg, dict):
+            return text_response(400, "request unable to be parsed")
+        state = msg.get("state")
+        if not state:
+            return text_response(400, "validation failed: state: cannot be blank.")
+        if state not in ("normal", "read-only", "local-client"):
+            return text_response(400, "validation failed: state: must be a valid value.")
+        self.admin_state = state
+        return web.Response(status=204)
 
     @staticmethod
     def _kind(request: web.Request) -> str | None:
@@ -567,6 +599,10 @@ class HeketiSimulator:
         for cluster_id in msg.get("clusters") or []:
             if cluster_id not in topo.clusters:
                 return text_response(400, f"Cluster id {cluster_id} not found")
+        minimum = _min_volume_kib(_normalised_durability(msg.get("durability") or {}))
+        if int(msg["size"]) * GIB_KIB < minimum:
+            return text_response(400, f"Requested volume size ({int(msg['size'])} GB) is smaller "
+                                      f"than the minimum supported volume size ({minimum})")
         busy = self._throttled()
         if busy is not None:
             return busy
@@ -859,6 +895,14 @@ def _normalised_durability(durability: dict[str, Any]) -> dict[str, Any]:
         return {"type": "disperse",
                 "disperse": {"data": d.get("data", 4), "redundancy": d.get("redundancy", 2)}}
     return {"type": "none"}
+
+
+def _min_volume_kib(durability: dict[str, Any]) -> int:
+    """Heketi's MinVolumeSize: one minimum brick (1 GiB), times the data bricks of a
+    disperse set."""
+    if durability["type"] == "disperse":
+        return BRICK_MIN_KIB * int(durability["disperse"]["data"])
+    return BRICK_MIN_KIB
 
 
 def _cluster_errors(prefix: str, errors: dict[str, str]) -> str:

@@ -47,6 +47,8 @@ class Component:
     test_binaries: frozenset[str] = frozenset()
     # built only when named (`build kubernetes-e2e`), never by a plain `build` or `up`
     on_demand: bool = False
+    # the committed go.mod was written by hand (the module has none to generate it from)
+    handwritten_gomod: bool = False
 
     @property
     def key(self) -> str:
@@ -191,7 +193,10 @@ def _vtuple(v: str) -> tuple[int, ...]:
 def prepare_module(comp: Component, save: bool = False) -> Path:
     src = cache_root() / "src" / comp.key
     committed = GOMOD_DIR / comp.key
-    if (committed / "go.mod").is_file() and not save:
+    if comp.handwritten_gomod and not (committed / "go.mod").is_file():
+        raise RuntimeError(f"{comp.key}: no go.mod in {committed}; this component's go.mod is "
+                           "written by hand from the release's glide.lock, not generated")
+    if (committed / "go.mod").is_file() and (not save or comp.handwritten_gomod):
         src.mkdir(parents=True, exist_ok=True)
         for f in ("go.mod", "go.sum", "tools.go"):
             shutil.copyfile(committed / f, src / f)
@@ -342,7 +347,29 @@ def components(v: Versions | None = None) -> list[Component]:
             on_demand=True,
         ),
         _helm(v.helm),
+        _heketi(v.heketi),
     ]
+
+
+def _heketi(version: str) -> Component:
+    """Heketi and heketi-cli (devtools/heketi_real runs them with the mock executor).
+
+    The module has no go.mod: gomod/heketi-<version>/go.mod is written by hand and pins, with
+    a replace each, the commits of the release's glide.lock (as tags or pseudo-versions the
+    proxy serves); without them version selection would lift prometheus, x/crypto and x/sys.
+    """
+    mod = "github.com/heketi/heketi"
+    return Component(
+        name="heketi",
+        version=version,
+        modules={mod: f"{version}+incompatible"},
+        binaries={"heketi": mod, "heketi-cli": f"{mod}/client/cli/go"},
+        local_replace=lambda _p: None,
+        # both are package main: the linker ignores the -X whose variable a binary lacks
+        ldflags=lambda: [f"-X main.HEKETI_VERSION={version}",
+                         f"-X main.HEKETI_CLI_VERSION={version}"],
+        handwritten_gomod=True,
+    )
 
 
 def _helm(version: str) -> Component:

@@ -69,6 +69,7 @@ class Versions:
     pause_image: str
     busybox_image: str
     helm: str
+    heketi: str
 
     @property
     def k8s_minor(self) -> int:
@@ -102,4 +103,5 @@ def versions() -> Versions:
         pause_image=get("PAUSE_IMAGE"),
         busybox_image=get("BUSYBOX_IMAGE"),
         helm=get("HELM_VERSION"),
+        heketi=get("HEKETI_VERSION"),
     )

@@ -99,7 +99,9 @@ async def create_recovering(
                 "by name; retry") from None
         raise Aborted(
             "Heketi reports the volume name in use but does not list the volume yet "
-            "(an earlier create is still running in Heketi); retry later") from None
+            "(an earlier create is still running in Heketi, or Heketi stopped during it and "
+            "holds it as a stale operation until its background cleaner rolls it back); "
+            "retry later") from None
     entry = backend.index.add(info)
     assert entry is not None, "a volume created under our name must parse as ours"
     return entry

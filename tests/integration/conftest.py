@@ -42,6 +42,7 @@ from devtools.heketi_sim.server import HeketiSimulator
 from devtools.localcluster import BackgroundCluster, ClusterError, LocalCluster
 from devtools.localcluster.processes import wait_ready
 from tests.support.controller_harness import KEY, Controller, start_controller
+from tests.support.heketi_backends import HeketiBackend, open_backend
 
 
 def cluster_options() -> dict[str, Any]:
@@ -84,7 +85,17 @@ async def node_client(cluster: LocalCluster) -> AsyncIterator[CsiClient]:
         yield client
 
 
-# --- controller process against an in-process Heketi simulator (tests/support/controller_harness)
+# --- controller process against a Heketi (tests/support/controller_harness, heketi_backends)
+#
+# `heketi`: a fresh real Heketi or a fresh simulator (the test runs on both, see
+# tests/support/heketi_backends.py); `sim`: the simulator only, for fault injection and its
+# bookkeeping. `ctl` talks to `heketi` when the test asks for it, else to `sim`.
+
+
+@pytest.fixture
+async def heketi(heketi_backend: str) -> AsyncIterator[HeketiBackend]:
+    async with open_backend(heketi_backend, KEY) as backend:
+        yield backend
 
 
 @pytest.fixture
@@ -94,8 +105,17 @@ async def sim() -> AsyncIterator[HeketiSimulator]:
 
 
 @pytest.fixture
-async def ctl(tmp_path: Path, sim: HeketiSimulator) -> AsyncIterator[Controller]:
-    controller = await start_controller(tmp_path, sim.url)
+def heketi_url(request: pytest.FixtureRequest) -> str:
+    """The URL of `heketi` if the test asks for it, else of `sim` (a plain fixture: it sets
+    up the async one it picks outside the event loop)."""
+    name = "heketi" if "heketi" in request.fixturenames else "sim"
+    url: str = request.getfixturevalue(name).url
+    return url
+
+
+@pytest.fixture
+async def ctl(tmp_path: Path, heketi_url: str) -> AsyncIterator[Controller]:
+    controller = await start_controller(tmp_path, heketi_url)
     try:
         await wait_ready(controller.proc, controller.socket)
         yield controller

@@ -1,5 +1,6 @@
 """Huge request fields against the controller process: refused in milliseconds, naming the
-field and its limit, while the process keeps answering Probe."""
+field and its limit, while the process keeps answering Probe. Each test runs against a real
+Heketi and the simulator (`heketi`, tests/support/heketi_backends.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from services.common.proto import csi_grpc, csi_pb2
-from tests.support.controller_harness import NODE, cap, create_request, our_volumes
+from tests.support.controller_harness import NODE, cap, create_request
 
 MB = 1 << 20
 HUGE = "x" * MB
@@ -37,7 +38,7 @@ def _huge_requests() -> list[tuple[str, object, str]]:
     ]
 
 
-async def test_a_1mb_field_costs_milliseconds_and_probe_answers_meanwhile(ctl, sim):
+async def test_a_1mb_field_costs_milliseconds_and_probe_answers_meanwhile(ctl, heketi):
     identity_channel = Channel(path=str(ctl.socket))
     identity = csi_grpc.IdentityStub(identity_channel)
     probe_latencies: list[float] = []
@@ -74,12 +75,12 @@ async def test_a_1mb_field_costs_milliseconds_and_probe_answers_meanwhile(ctl, s
           "slowest probe (s):", round(max(probe_latencies), 4))
     assert max(costs.values()) < 0.5, costs
     assert probe_latencies and max(probe_latencies) < 0.5
-    assert list(our_volumes(sim).values()) == [1]
+    assert list((await heketi.our_volumes()).values()) == [1]
     log = ctl.proc.log_text()
     assert "x" * 2000 not in log, "the huge value reached the log"
 
 
-async def test_a_gigantic_request_is_refused_by_its_size_before_it_is_read(ctl, sim):
+async def test_a_gigantic_request_is_refused_by_its_size_before_it_is_read(ctl, heketi):
     """grpclib reads whatever a message announces; the driver refuses a message larger than
     its wire bound from the length prefix alone, in well under a second."""
     request = create_request("pvc-gigantic", **{f"k{i}": "v" * 1000 for i in range(64)})

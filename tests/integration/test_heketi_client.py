@@ -1,8 +1,10 @@
-"""The Heketi client over real HTTP, against the simulator or a real Heketi.
+"""The Heketi client over real HTTP, against a real Heketi and against the simulator.
 
-With HEKETI_TEST_URL and HEKETI_TEST_ADMIN_KEY (optionally HEKETI_TEST_USER_KEY) set, the
-tests run against that Heketi; tests that need fault injection or the simulator's
-bookkeeping skip there, saying so. See devtools/heketi_sim/README.md.
+Every test runs on both backends (`heketi_backend`, tests/conftest.py): the session's real
+Heketi v10.3.0 with its mock executor (or the one HEKETI_TEST_URL names) and a fresh
+simulator per test. Tests that need fault injection or the simulator's bookkeeping skip on
+the real one, saying so; so do clones (the mock executor panics on clone).
+See devtools/heketi_sim/README.md.
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ from structlog.testing import capture_logs
 
 from devtools.heketi_sim import HeketiSimulator
 from devtools.heketi_sim.model import GIB_KIB
-from devtools.heketi_sim.testing import HeketiTarget, heketi_target, unique_name
+from devtools.heketi_sim.testing import (
+    Endpoint,
+    HeketiTarget,
+    fresh_target,
+    real_target,
+    sim_target,
+    unique_name,
+)
 from services.controller.heketi import (
     Durability,
     HeketiAdminRequired,
@@ -53,9 +62,15 @@ ZERO_ID = "0" * 32
 
 
 @pytest.fixture
-async def target() -> AsyncIterator[HeketiTarget]:
-    async with heketi_target() as t:
-        yield t
+async def target(heketi_backend: str, request: pytest.FixtureRequest
+                 ) -> AsyncIterator[HeketiTarget]:
+    if heketi_backend == "real":
+        endpoint: Endpoint = request.getfixturevalue("real_heketi")
+        async with real_target(endpoint) as t:
+            yield t
+    else:
+        async with sim_target() as t:
+            yield t
 
 
 @pytest.fixture
@@ -157,9 +172,9 @@ async def test_free_space_goes_down_by_replica_times_size(target: HeketiTarget) 
     assert await _cluster_free_kib(client, cluster) == before
 
 
-async def test_disperse_takes_data_plus_redundancy_over_data(sim: HeketiSimulator) -> None:
+async def test_disperse_takes_data_plus_redundancy_over_data(heketi_backend: str) -> None:
     # Heketi puts no two bricks of a disperse set on one node: 4+2 needs six nodes.
-    async with heketi_target(nodes=6) as wide:
+    async with fresh_target(heketi_backend, nodes=6) as wide:
         client = wide.client()
         cluster = (await client.list_cluster_ids())[0]
         before = await _cluster_free_kib(client, cluster)
@@ -180,6 +195,7 @@ async def test_expand_adds_bricks_and_size(target: HeketiTarget) -> None:
 
 
 async def test_clone_of_snapshot_enabled_volume(target: HeketiTarget) -> None:
+    target.require_sim("clones (the real Heketi's mock executor panics on clone)")
     client = target.client()
     source = await _create(target, client, "src", snapshot=Snapshot(True, 1.5),
                            durability=Durability.replicate(3))
@@ -255,7 +271,7 @@ async def test_no_space(target: HeketiTarget) -> None:
 
 async def test_volume_limit_per_cluster(target: HeketiTarget) -> None:
     target.require_sim("a small volume limit")
-    async with heketi_target(max_volumes_per_cluster=2) as small:
+    async with sim_target(max_volumes_per_cluster=2) as small:
         client = small.client()
         for _ in range(2):
             await _create(small, client, "lim")
@@ -339,9 +355,8 @@ async def test_user_key_lists_but_is_not_admin(target: HeketiTarget) -> None:
     assert isinstance(error_for("t", "GET /clusters", status, text), HeketiAdminRequired)
 
 
-async def test_server_without_auth(target: HeketiTarget) -> None:
-    target.require_sim("a server with use_auth off")
-    async with heketi_target(use_auth=False) as open_target:
+async def test_server_without_auth(heketi_backend: str) -> None:
+    async with fresh_target(heketi_backend, use_auth=False) as open_target:
         client = HeketiClient(open_target.url, "admin", None)
         try:
             info = await client.create_volume(VolumeCreateRequest(size_gib=1))
@@ -618,7 +633,7 @@ async def test_throttled_too_long_is_unavailable(sim: HeketiSimulator,
 
 async def test_retry_after_is_honoured(target: HeketiTarget) -> None:
     target.require_sim("a throttling simulator")
-    async with heketi_target(max_inflight=1, retry_after=1, op_latency=0.5) as busy:
+    async with sim_target(max_inflight=1, retry_after=1, op_latency=0.5) as busy:
         assert busy.sim is not None
         first, second = busy.client(), busy.client()  # two controllers, one Heketi
         started = time.monotonic()
@@ -633,9 +648,11 @@ async def test_retry_after_is_honoured(target: HeketiTarget) -> None:
 # --- TLS -------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 async def test_tls_with_a_ca_bundle(target: HeketiTarget, tmp_path: Path) -> None:
     target.require_sim("a simulator serving HTTPS")
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is not installed: it makes this test's certificate "
+                    "(tools/setup.sh installs it)", pytrace=False)
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     proc = await asyncio.create_subprocess_exec(
         "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -643,7 +660,7 @@ async def test_tls_with_a_ca_bundle(target: HeketiTarget, tmp_path: Path) -> Non
         "-keyout", str(key), "-out", str(cert),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     assert await proc.wait() == 0
-    async with heketi_target(tls_cert=cert, tls_key=key) as tls:
+    async with sim_target(tls_cert=cert, tls_key=key) as tls:
         assert tls.url.startswith("https://")
         trusting = tls.client(ca_file=str(cert))
         assert isinstance(await trusting.list_volume_ids(), list)

@@ -1,0 +1,458 @@
+"""The simulator, judged by the real Heketi: the same scripted requests to both, answers compared.
+
+Each scenario runs against a fresh real Heketi v10.3.0 (mock executor, devtools/heketi_real)
+and a fresh simulator with the same topology (3 nodes x 3 devices of 1024 GiB), sending raw
+HTTP requests, and writes a transcript: per step the status, the `Location` (ids replaced by
+`<id>`), `X-Pending` and `Retry-After`, the body (error texts as they are; JSON as its shape:
+keys and value types) and facts worth comparing (sizes, brick counts, free space spent,
+placement). The two transcripts must be equal, except for the differences listed in
+KNOWN_DIFFERENCES, each kept for the reason given there and in docs/simulator.md; a listed
+difference that no longer shows fails too, so the list stays true.
+
+Invariants checked on both, whatever the other says: the queue answers 200 only with
+`X-Pending: true` and an empty body, and a finished result once (then 404 `Id not found`); no
+two bricks of one replica/disperse set share a node; free space falls by at least the bricks'
+size and at most 0.5 % metadata (in 4 MiB extents) more, and comes back on delete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+
+from devtools.heketi_real import HeketiNotBuilt, RealHeketi, RealHeketiConfig
+from devtools.heketi_sim.server import HeketiSimulator
+from services.controller.heketi.auth import authorization_header, make_token
+
+ADMIN_KEY, USER_KEY = "differential-admin-key", "differential-user-key"
+ZERO = "0" * 32
+EXTENT_KIB = 4096
+_ID_RE = re.compile(r"\b[0-9a-f]{32}\b")
+
+
+# --- one backend on the wire ------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    text: str
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+@dataclass
+class Wire:
+    """Raw HTTP to one Heketi, with the transcript of what it answered."""
+
+    name: str
+    url: str
+    session: aiohttp.ClientSession
+    sim: HeketiSimulator | None = None
+    real: RealHeketi | None = None
+    transcript: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    async def call(self, method: str, path: str, body: Any = None, *, issuer: str = "admin",
+                   key: str | None = None, token: bool = True, now: float | None = None,
+                   signed_for: str | None = None) -> Reply:
+        headers = {}
+        if token:
+            secret = key if key is not None else (ADMIN_KEY if issuer == "admin" else USER_KEY)
+            signed = signed_for or f"{method} {path.split('?')[0]}"
+            s_method, s_path = signed.split(" ", 1)
+            headers["Authorization"] = authorization_header(
+                make_token(s_method, s_path, issuer, secret, now=now))
+        async with self.session.request(method, self.url + path, json=body, headers=headers,
+                                        allow_redirects=False) as resp:
+            return Reply(resp.status, dict(resp.headers), await resp.text())
+
+    def record(self, label: str, reply: Reply | None = None, **facts: Any) -> None:
+        obs: dict[str, Any] = {}
+        if reply is not None:
+            obs = observe(reply)
+        obs.update(facts)
+        self.transcript.append((label, obs))
+
+    async def step(self, label: str, method: str, path: str, body: Any = None,
+                   **kwargs: Any) -> Reply:
+        reply = await self.call(method, path, body, **kwargs)
+        self.record(label, reply)
+        return reply
+
+    async def operation(self, label: str, method: str, path: str, body: Any = None) -> str:
+        """An asynchronous operation to its end, recorded: 202, the polls, the one-shot
+        result and its re-read. Returns the result's Location ("" for 204, None-like "")."""
+        first = await self.step(f"{label}: request", method, path, body)
+        if first.status != 202:
+            return ""
+        queue = first.headers["Location"]
+        deadline = time.monotonic() + 30
+        pending_ok = True
+        while True:
+            reply = await self.call("GET", queue)
+            if reply.status != 200:
+                break
+            pending_ok &= reply.headers.get("X-Pending") == "true" and reply.text == ""
+            assert time.monotonic() < deadline, f"{self.name}: {label} pending for 30 s"
+            await asyncio.sleep(0.01)
+        self.record(f"{label}: result", reply)
+        assert pending_ok, f"{self.name}: a 200 from the queue without X-Pending or with a body"
+        again = await self.call("GET", queue)
+        self.record(f"{label}: result re-read", again)
+        assert (again.status, again.text.strip()) == (404, "Id not found"), self.name
+        return reply.headers.get("Location", "") if reply.status == 303 else ""
+
+    async def finish(self, queue: str, timeout: float = 30.0) -> Reply:
+        """Poll `queue` until it answers anything but 200 (pending)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = await self.call("GET", queue)
+            if reply.status != 200 or time.monotonic() > deadline:
+                return reply
+            await asyncio.sleep(0.01)
+
+    async def free_kib(self) -> int:
+        cluster = (await self.call("GET", "/clusters")).json()["clusters"][0]
+        total = 0
+        for node_id in (await self.call("GET", f"/clusters/{cluster}")).json()["nodes"]:
+            node = (await self.call("GET", f"/nodes/{node_id}")).json()
+            total += sum(d["storage"]["free"] for d in node["devices"])
+        return total
+
+
+def shape(value: Any) -> Any:
+    """Keys and value types of a JSON document (a list by the shape of its elements)."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        return sorted({json.dumps(shape(v), sort_keys=True) for v in value})
+    return type(value).__name__
+
+
+def norm(text: str) -> str:
+    text = _ID_RE.sub("<id>", text.strip())
+    return re.sub(r"expired by [0-9hms.]+", "expired by <t>", text)
+
+
+def observe(reply: Reply) -> dict[str, Any]:
+    obs: dict[str, Any] = {"status": reply.status}
+    for header in ("Location", "X-Pending", "Retry-After"):
+        if header in reply.headers:
+            obs[header] = norm(reply.headers[header])
+    ctype = reply.headers.get("Content-Type", "")
+    if "json" in ctype:
+        obs["json"] = shape(reply.json())
+    elif reply.status == 303:
+        obs["body"] = "(303 page)" if reply.text else ""
+    elif reply.status != 200 or reply.text:
+        obs["text"] = norm(reply.text)
+    return obs
+
+
+# --- the two backends, fresh per scenario ---------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def wires(nodes: int = 3, max_inflight: int = 8,
+                sim_latency: float = 0.0) -> AsyncIterator[tuple[Wire, Wire]]:
+    real = RealHeketi(RealHeketiConfig(nodes=nodes, max_inflight=max_inflight,
+                                       admin_key=ADMIN_KEY, user_key=USER_KEY,
+                                       load_with_cli=False))
+    try:
+        await asyncio.to_thread(real.start)
+    except HeketiNotBuilt as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        async with HeketiSimulator(admin_key=ADMIN_KEY, user_key=USER_KEY, nodes=nodes,
+                                   max_inflight=max_inflight, op_latency=sim_latency) as sim, \
+                aiohttp.ClientSession() as session:
+            yield (Wire("real", real.url, session, real=real),
+                   Wire("sim", sim.url, session, sim=sim))
+    finally:
+        await asyncio.to_thread(real.stop)
+
+
+Scenario = Callable[[Wire], Awaitable[None]]
+
+
+async def run_both(scenario: Scenario, **options: Any) -> tuple[Wire, Wire]:
+    async with wires(**options) as (real, sim):
+        await scenario(real)
+        await scenario(sim)
+        return real, sim
+
+
+def differences(real: Wire, sim: Wire) -> list[str]:
+    out = []
+    r_steps, s_steps = dict(real.transcript), dict(sim.transcript)
+    assert list(r_steps) == [k for k, _ in real.transcript], "step labels are unique"
+    for label in dict.fromkeys([*r_steps, *s_steps]):
+        r, s = r_steps.get(label, {}), s_steps.get(label, {})
+        for key in dict.fromkeys([*r, *s]):
+            if r.get(key) != s.get(key):
+                out.append(f"{label} | {key}")
+    return out
+
+
+def detail(real: Wire, sim: Wire, diff: str) -> str:
+    label, key = diff.split(" | ")
+    r, s = dict(real.transcript).get(label, {}), dict(sim.transcript).get(label, {})
+    return f"{diff}: real={r.get(key)!r} sim={s.get(key)!r}"
+
+
+# Differences kept, by scenario: "step | field" -> why (docs/simulator.md says the same).
+KNOWN_DIFFERENCES: dict[str, dict[str, str]] = {}
+
+
+async def compare(name: str, scenario: Scenario, **options: Any) -> None:
+    real, sim = await run_both(scenario, **options)
+    found = differences(real, sim)
+    known = KNOWN_DIFFERENCES.get(name, {})
+    for diff in found:
+        print(f"[{name}] {detail(real, sim, diff)}"
+              + (f"  (kept: {known[diff]})" if diff in known else ""), file=sys.stderr)
+    new = [detail(real, sim, d) for d in found if d not in known]
+    gone = [d for d in known if d not in found]
+    assert not new, "the simulator answers differently from the real Heketi:\n" + "\n".join(new)
+    assert not gone, f"listed differences that no longer show (remove them): {gone}"
+
+
+# --- scenarios --------------------------------------------------------------------------
+
+DURABILITIES: dict[str, dict[str, Any]] = {
+    "none": {"type": "none"},
+    "replicate-2": {"type": "replicate", "replicate": {"replica": 2}},
+    "replicate-3": {"type": "replicate", "replicate": {"replica": 3}},
+    "replicate-default": {"type": "replicate"},
+    "disperse-2+1": {"type": "disperse", "disperse": {"data": 2, "redundancy": 1}},
+}
+
+
+def set_width(durability: dict[str, Any], volume: dict[str, Any]) -> int:
+    kind = volume["durability"]["type"]
+    if kind == "replicate":
+        return int(volume["durability"]["replicate"].get("replica") or 2)
+    if kind == "disperse":
+        d = volume["durability"]["disperse"]
+        return int(d["data"]) + int(d["redundancy"])
+    return 1
+
+
+def check_space(w: Wire, spent: int, bricks: list[dict[str, Any]], factor: float) -> None:
+    """Each brick costs its thin pool (size x snapshot factor) plus 0.5 % metadata, in 4 MiB
+    extents (one extent of slack per brick for the rounding)."""
+    pools = [b["size"] * factor for b in bricks]
+    least = sum(pools)
+    most = sum(-(-(p + p / 200) // EXTENT_KIB) * EXTENT_KIB for p in pools)
+    assert least <= spent <= most + EXTENT_KIB * len(bricks), (w.name, least, spent, most)
+
+
+def check_placement(w: Wire, volume: dict[str, Any], width: int) -> None:
+    per_node: dict[str, int] = {}
+    for brick in volume["bricks"]:
+        per_node[brick["node"]] = per_node.get(brick["node"], 0) + 1
+    sets = len(volume["bricks"]) // width
+    assert len(volume["bricks"]) == sets * width, (w.name, volume["bricks"])
+    # no two bricks of a set on one node: a node holds at most one brick per set
+    assert max(per_node.values()) <= sets, (w.name, per_node)
+    if sets == 1:
+        assert len(per_node) == width, (w.name, per_node)
+
+
+def lifecycle(kind: str) -> Scenario:
+    durability = DURABILITIES[kind]
+
+    async def run(w: Wire) -> None:
+        before = await w.free_kib()
+        body = {"size": 2, "name": f"diff_{kind.replace('-', '_').replace('+', '_')}",
+                "durability": durability, "gid": 2001,
+                "snapshot": {"enable": True, "factor": 1.5},
+                "glustervolumeoptions": ["performance.readdir-ahead off"]}
+        location = await w.operation("create", "POST", "/volumes", body)
+        volume = (await w.step("read", "GET", location)).json()
+        width = set_width(durability, volume)
+        spent = before - await w.free_kib()
+        check_space(w, spent, volume["bricks"], float(volume["snapshot"]["factor"]))
+        check_placement(w, volume, width)
+        w.record("created", size=volume["size"], bricks=len(volume["bricks"]),
+                 brick_kib=sorted({b["size"] for b in volume["bricks"]}), spent_kib=spent,
+                 durability=volume["durability"], gid=volume.get("gid"),
+                 snapshot=volume["snapshot"], options=volume["glustervolumeoptions"],
+                 hosts=len(volume["mount"]["glusterfs"]["hosts"]),
+                 device=norm(volume["mount"]["glusterfs"]["device"]).split(":")[1])
+        await w.operation("expand", "POST", f"{location}/expand", {"expand_size": 1})
+        grown = (await w.step("read grown", "GET", location)).json()
+        check_placement(w, grown, width)
+        w.record("expanded", size=grown["size"], bricks=len(grown["bricks"]),
+                 brick_kib=sorted({b["size"] for b in grown["bricks"]}))
+        await w.operation("delete", "DELETE", location)
+        await w.step("read deleted", "GET", location)
+        assert await w.free_kib() == before, f"{w.name}: space not given back"
+    return run
+
+
+@pytest.mark.parametrize("kind", list(DURABILITIES))
+async def test_create_expand_delete(kind: str) -> None:
+    await compare(f"lifecycle-{kind}", lifecycle(kind))
+
+
+async def _refusals(w: Wire) -> None:
+    await w.step("disperse 4+2 of 1 GiB", "POST", "/volumes", {
+        "size": 1, "durability": {"type": "disperse", "disperse": {"data": 4, "redundancy": 2}}})
+    await w.step("disperse 4+2 on 3 nodes", "POST", "/volumes", {
+        "size": 4, "durability": {"type": "disperse", "disperse": {"data": 4, "redundancy": 2}}})
+    await w.step("disperse 3+1", "POST", "/volumes", {
+        "size": 4, "durability": {"type": "disperse", "disperse": {"data": 3, "redundancy": 1}}})
+    await w.step("replica 4", "POST", "/volumes", {
+        "size": 1, "durability": {"type": "replicate", "replicate": {"replica": 4}}})
+    await w.step("no space", "POST", "/volumes", {"size": 10_000_000})
+    await w.step("size 0", "POST", "/volumes", {"size": 0})
+    await w.step("bad name", "POST", "/volumes", {"size": 1, "name": "a b"})
+    await w.step("unknown durability", "POST", "/volumes",
+                 {"size": 1, "durability": {"type": "mirror"}})
+    await w.step("unparsable", "POST", "/volumes", {"size": "big"})
+    await w.step("unknown cluster", "POST", "/volumes", {"size": 1, "clusters": ["f" * 32]})
+    await w.step("gid negative", "POST", "/volumes", {"size": 1, "gid": -1})
+    await w.step("snapshot factor 200", "POST", "/volumes",
+                 {"size": 1, "snapshot": {"enable": True, "factor": 200}})
+    location = await w.operation("create", "POST", "/volumes", {"size": 1, "name": "diff_dup"})
+    await w.step("name clash", "POST", "/volumes", {"size": 1, "name": "diff_dup"})
+    await w.step("expand beyond free space", "POST", f"{location}/expand",
+                 {"expand_size": 100_000})
+    await w.step("expand by 0", "POST", f"{location}/expand", {"expand_size": 0})
+    volumes = (await w.step("list", "GET", "/volumes")).json()["volumes"]
+    w.record("volumes after refusals", count=len(volumes))
+
+
+async def test_refusals_name_clash_and_no_space() -> None:
+    await compare("refusals", _refusals)
+
+
+async def _ids_and_routes(w: Wire) -> None:
+    await w.step("hello", "GET", "/hello", token=False)
+    await w.step("volume, unknown id", "GET", f"/volumes/{ZERO}")
+    await w.step("volume, non-hex id", "GET", "/volumes/not-an-id")
+    await w.step("delete, unknown id", "DELETE", f"/volumes/{ZERO}")
+    await w.step("expand, unknown id", "POST", f"/volumes/{ZERO}/expand", {"expand_size": 1})
+    await w.step("node, unknown id", "GET", f"/nodes/{ZERO}")
+    await w.step("device, unknown id", "GET", f"/devices/{ZERO}")
+    await w.step("cluster, unknown id", "GET", f"/clusters/{ZERO}")
+    await w.step("queue, unknown id", "GET", f"/queue/{ZERO}")
+    await w.step("unknown route", "GET", "/nope")
+    await w.step("unknown route under volumes", "GET", f"/volumes/{ZERO}/nope")
+    await w.step("wrong method", "PUT", "/volumes", {"size": 1})
+    cluster = (await w.step("clusters", "GET", "/clusters")).json()["clusters"][0]
+    info = (await w.step("cluster", "GET", f"/clusters/{cluster}")).json()
+    node = (await w.step("node", "GET", f"/nodes/{info['nodes'][0]}")).json()
+    await w.step("device", "GET", f"/devices/{node['devices'][0]['id']}")
+    w.record("topology", nodes=len(info["nodes"]), devices=len(node["devices"]),
+             zone=type(node["zone"]).__name__, state=node["state"],
+             device_state=node["devices"][0]["state"])
+
+
+async def test_bad_ids_and_unknown_routes() -> None:
+    await compare("ids-and-routes", _ids_and_routes)
+
+
+async def _auth(w: Wire) -> None:
+    await w.step("no token", "GET", "/volumes", token=False)
+    await w.step("wrong key", "GET", "/volumes", key="not-the-key")
+    await w.step("expired", "GET", "/volumes", now=time.time() - 3600)
+    await w.step("from the future", "GET", "/volumes", now=time.time() + 600)
+    await w.step("signed for another path", "GET", "/volumes", signed_for="GET /clusters")
+    await w.step("unknown issuer", "GET", "/volumes", issuer="bob", key=ADMIN_KEY)
+    await w.step("user lists volumes", "GET", "/volumes", issuer="user")
+    await w.step("user reads a cluster list", "GET", "/clusters", issuer="user")
+    await w.step("user reads a volume", "GET", f"/volumes/{ZERO}", issuer="user")
+    await w.step("user deletes", "DELETE", f"/volumes/{ZERO}", issuer="user")
+    await w.step("user with the admin key", "GET", "/volumes", issuer="user", key=ADMIN_KEY)
+    metrics = await w.call("GET", "/metrics", token=False)
+    w.record("metrics without a token", status=metrics.status,
+             text_plain=metrics.headers.get("Content-Type", "").startswith("text/plain"),
+             heketi_up="heketi_up 1" in metrics.text.splitlines())
+
+
+async def test_auth_failures() -> None:
+    await compare("auth", _auth)
+
+
+async def _admin_states(w: Wire) -> None:
+    await w.step("state", "GET", "/admin")
+    await w.step("bogus state", "POST", "/admin", {"state": "bogus"})
+    await w.step("local-client", "POST", "/admin", {"state": "local-client"})
+    await w.operation("create from loopback", "POST", "/volumes", {"size": 1})
+    await w.step("normal", "POST", "/admin", {"state": "normal"})
+    await w.step("read-only", "POST", "/admin", {"state": "read-only"})
+    await w.step("create when read-only", "POST", "/volumes", {"size": 1})
+    await w.step("delete when read-only", "DELETE", f"/volumes/{ZERO}")
+    await w.step("list when read-only", "GET", "/volumes")
+    await w.step("state when read-only", "GET", "/admin")
+    await w.step("back to normal", "POST", "/admin", {"state": "normal"})
+
+
+async def test_read_only_and_local_client_states() -> None:
+    await compare("admin-states", _admin_states)
+
+
+STORM = 24
+
+
+async def _storm(w: Wire) -> None:
+    statuses: list[int] = []
+    texts: set[str] = set()
+    retry_after = False
+    queues: list[str] = []
+    for _burst in range(5):  # the real one's creates take milliseconds: burst until a 429
+        replies = await asyncio.gather(*(w.call("POST", "/volumes", {"size": 1})
+                                         for _ in range(STORM)))
+        for r in replies:
+            statuses.append(r.status)
+            if r.status == 429:
+                texts.add(r.text.strip())
+                retry_after |= "Retry-After" in r.headers
+            elif r.status == 202:
+                queues.append(r.headers["Location"])
+        if 429 in statuses:
+            break
+    for queue in queues:  # every accepted create ends in a volume
+        assert (await w.finish(queue)).status == 303, w.name
+    volumes = (await w.call("GET", "/volumes")).json()["volumes"]
+    assert len(volumes) == len(queues), (w.name, len(volumes), len(queues))
+    w.record("storm", saw_429=429 in statuses, texts=sorted(texts), retry_after=retry_after,
+             statuses=sorted(set(statuses)))
+
+
+async def test_429_storm() -> None:
+    # The simulator's operations take no time unless told: 50 ms makes the storm overlap.
+    await compare("storm", _storm, max_inflight=1, sim_latency=0.05)
+
+
+async def _pending(w: Wire) -> None:
+    replies = await asyncio.gather(*(w.call("POST", "/volumes", {"size": 1}) for _ in range(8)))
+    queues = [r.headers["Location"] for r in replies if r.status == 202]
+    polls = await asyncio.gather(*(w.call("GET", q) for q in queues))  # at once: still running
+    pending = [p for p in polls if p.status == 200]
+    assert all(p.headers.get("X-Pending") == "true" and p.text == "" for p in pending), w.name
+    if pending:
+        w.record("a pending poll", pending[0])
+    finals = [await w.finish(q) for q in queues]
+    w.record("pending", accepted=len(queues), saw_pending=bool(pending),
+             results=sorted({f.status for f in finals}))
+
+
+async def test_queue_answers_x_pending_while_running() -> None:
+    # The real one's creates take milliseconds: a poll sent with the create still finds most
+    # of them running; the simulator's take 200 ms here.
+    await compare("pending", _pending, sim_latency=0.2)
