@@ -528,6 +528,31 @@ class GlusterPool:
                       f"mount {volume}", MOUNT_TIMEOUT)
             return time.monotonic() - start
 
+    def client_connections(self, target: Path) -> dict[str, bool]:
+        """For the FUSE mount at `target`: each brick client (`<vol>-client-<n>`) and
+        whether it is connected, from the client's own `.meta` tree."""
+        active = target / ".meta" / "graphs" / "active"
+        out = {}
+        for entry in sorted(active.iterdir()):
+            if "-client-" not in entry.name:
+                continue
+            text = (entry / "private").read_text(errors="replace")
+            out[entry.name] = any(line.replace(" ", "") == "connected=1"
+                                  for line in text.splitlines())
+        return out
+
+    async def wait_client_connected(self, target: Path, timeout: float = 60.0) -> float:
+        """Wait until the mount at `target` is connected to every brick; the seconds."""
+        start = time.monotonic()
+        while True:
+            state = await asyncio.to_thread(self.client_connections, target)
+            if state and all(state.values()):
+                return time.monotonic() - start
+            if time.monotonic() - start > timeout:
+                raise PoolError(f"the mount at {target} is not connected to every brick "
+                                f"within {timeout:.0f} s: {state}")
+            await asyncio.sleep(0.1)
+
     async def unmount(self, target: Path) -> None:
         await host_gluster.cleanup_mounts_under(target)
         with contextlib.suppress(OSError):
