@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -305,7 +306,9 @@ async def test_down_leaves_nothing() -> None:
     assert not mine.dir.exists()
 
 
-async def test_down_cleans_up_after_up_was_killed_midway(tmp_path: Path) -> None:
+@pytest.mark.parametrize("state_dir", ["kept", "removed"])
+async def test_down_cleans_up_after_up_was_killed_midway(tmp_path: Path,
+                                                         state_dir: str) -> None:
     name, pool_dir = "gpkill", root() / "gpkill"
     await _pool(name, "10.231.3").down()
     log = tmp_path / "up.log"
@@ -329,6 +332,8 @@ async def test_down_cleans_up_after_up_was_killed_midway(tmp_path: Path) -> None
     pid_namespaces = list(state.pid_namespaces)
     assert _machine_leftovers(name, pool_dir, pid_namespaces) != [], \
         "the killed `up` left nothing to clean: the test proves nothing"
+    if state_dir == "removed":  # `down` must then go by names alone
+        await asyncio.to_thread(shutil.rmtree, pool_dir)
     down = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "devtools.gluster_pool", "--name", name, "down",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
