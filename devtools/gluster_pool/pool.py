@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import time
@@ -63,6 +64,7 @@ POOL_TIMEOUT = 60.0
 HEAL_TIMEOUT = 180.0
 MOUNT_TIMEOUT = 180.0
 KINDS = ("distribute", "replica", "arbiter", "disperse")
+FS_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,12 @@ class GlusterPool:
         return Path(f"/proc/{self.server_pid(index)}/root{self.brick_path(index, volume)}") \
             / relative
 
+    def reload(self) -> None:
+        """Read the state file again (another process may have changed the pool)."""
+        loaded = PoolState.load(self.state_path)
+        if loaded is not None:
+            self.state = loaded
+
     def _save(self) -> None:
         self.state.save(self.state_path)
 
@@ -255,6 +263,8 @@ class GlusterPool:
                       f"server {index}: bind {target}")
         await run([*mnt, "mount", "-t", "xfs", "-o", "noatime,inode64", server.loop,
                    str(self.bricks_dir(index))], f"server {index}: mount bricks")
+        for fs_name in list(server.filesystems):
+            await self._mount_fs(index, fs_name)
         # only the option groups: the hooks act on the shared /etc
         await asyncio.to_thread(_copy_groups, sdir / "lib" / "groups")
         await run([*nsenter(pid, *ALL_NS), "glusterd", "-p", "/run/glusterd.pid"],
@@ -399,6 +409,59 @@ class GlusterPool:
             await network.set_port(self.state.switch_pid, index, up=True)
             server.status = "running"
             self._save()
+
+    # --- extra brick file systems (one per brick, as Heketi makes them) -------------------
+
+    def fs_dir(self, index: int, name: str) -> Path:
+        return self.server_dir(index) / "fs" / name
+
+    async def _mount_fs(self, index: int, name: str) -> None:
+        server = self.state.server(index)
+        image = self.server_dir(index) / "fs-images" / f"{name}.img"
+        server.filesystems[name] = await bricks.attach(image, server.filesystems.get(name))
+        self._save()
+        target = self.fs_dir(index, name)
+        await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
+        await run([*nsenter(self.server_pid(index), "mount"), "mount", "-t", "xfs", "-o",
+                   "noatime,inode64", server.filesystems[name], str(target)],
+                  f"server {index}: mount file system {name}")
+
+    async def brick_fs_add(self, index: int, name: str, size: int) -> str:
+        """An XFS file system of `size` bytes (at least 300 MiB) of its own for one brick
+        on server `index`, mounted there (again at every start); the brick's path."""
+        self._check_index(index)
+        if not FS_NAME_RE.match(name):
+            raise PoolError(f"file system name {name[:80]!r}: letters, digits, _ and -")
+        self.server_pid(index)
+        image = self.server_dir(index) / "fs-images" / f"{name}.img"
+        await bricks.ensure_image(image, max(size, bricks.MIN_IMAGE_BYTES))
+        await self._mount_fs(index, name)
+        return f"{self.fs_dir(index, name)}/brick"
+
+    async def brick_fs_remove(self, index: int, name: str) -> None:
+        """Unmount (on a running server), detach and delete a brick's file system."""
+        server = self.state.server(index)
+        if server.pid is not None and server.status in ("running", "partitioned"):
+            await run([*nsenter(server.pid, "mount"), "umount", str(self.fs_dir(index, name))],
+                      f"server {index}: unmount {name}", check=False)
+        loop = server.filesystems.pop(name, None)
+        if loop is not None and loop in await bricks.ours(self.dir):
+            await bricks.detach(loop)
+        self._save()
+        image = self.server_dir(index) / "fs-images" / f"{name}.img"
+        await asyncio.to_thread(image.unlink, missing_ok=True)
+        await asyncio.to_thread(shutil.rmtree, self.fs_dir(index, name), True)
+
+    async def gluster(self, *args: str) -> ET.Element:
+        """`gluster --xml ARGS` on a running server; the parsed answer (GlusterError if
+        gluster refuses, with its own text)."""
+        return await cli_xml(self._any_running(), *args)
+
+    def index_of(self, address: str) -> int:
+        for i in self.indexes:
+            if self.address(i) == address:
+                return i
+        raise PoolError(f"{address} is no server of pool {self.config.name}")
 
     def running(self) -> list[int]:
         return [i for i in self.indexes if self.state.server(i).status == "running"]

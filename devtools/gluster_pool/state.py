@@ -50,6 +50,8 @@ class Server:
     pid_ns: str | None = None
     net_ns: str | None = None
     loop: str | None = None
+    # extra brick file systems (name -> loop device), mounted at every start
+    filesystems: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
