@@ -100,6 +100,14 @@ class VolumeInfo:
     redundancy: int = 0
 
 
+def check_volume_name(name: str) -> str:
+    """Volume names become brick paths: letters, digits, `_` and `-` only (gluster's own
+    rule is wider; nothing wider is needed here)."""
+    if not FS_NAME_RE.match(name):
+        raise PoolError(f"volume name {name[:80]!r}: 1-64 letters, digits, _ and -")
+    return name
+
+
 def _under(path: str, base: Path) -> bool:
     return path == str(base) or path.startswith(str(base).rstrip("/") + "/")
 
@@ -481,6 +489,7 @@ class GlusterPool:
         """Create and start a volume with one brick on each of `servers` (all by default):
         `replica` (replica N), `arbiter` (replica 3 arbiter 1), `disperse` (disperse N
         redundancy R, R 1 for N ≤ 5 else 2) or `distribute`; then set `options`."""
+        check_volume_name(name)
         if kind not in KINDS:
             raise PoolError(f"volume kind {kind!r}: one of {', '.join(KINDS)}")
         chosen = list(servers or self.indexes)
@@ -515,6 +524,7 @@ class GlusterPool:
             return await self.volume_info(name)
 
     async def volume_info(self, name: str) -> VolumeInfo:
+        check_volume_name(name)
         root_el = await cli_xml(self._any_running(), "volume", "info", name)
         vol = root_el.find("volInfo/volumes/volume")
         if vol is None:
@@ -523,6 +533,7 @@ class GlusterPool:
 
     async def volume_delete(self, name: str) -> None:
         """Stop (force) and delete a volume, and remove its brick directories."""
+        check_volume_name(name)
         with self._timed(f"volume delete {name}"):
             pid = self._any_running()
             try:
@@ -548,6 +559,7 @@ class GlusterPool:
     async def heal(self, name: str, timeout: float = HEAL_TIMEOUT) -> float:
         """Trigger an index heal of `name` (again every 5 s) and wait until every brick
         reports no entry to heal; return the seconds it took."""
+        check_volume_name(name)
         with self._timed(f"heal {name}"):
             start = time.monotonic()
             bricks_n = len((await self.volume_info(name)).bricks)
@@ -578,6 +590,7 @@ class GlusterPool:
         """FUSE-mount `volume` on the host at `target` from server `first`, the others (or
         `backups`) as backup volfile servers; return the seconds mount took."""
         self._check_index(first)
+        check_volume_name(volume)
         others = [i for i in (backups if backups is not None else self.indexes) if i != first]
         opts = [f"log-file={self.dir / 'logs' / ('client-' + target.name + '.log')}",
                 *options]
