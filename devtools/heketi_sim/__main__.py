@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
                         "(df shows the disk under --brick-root, writes beyond the size succeed)")
     p.add_argument("--storage-host", default=None,
                    help="storage hostname of every node (glusterd mode: this host's name)")
+    p.add_argument("--gluster-pool", default=None, metavar="NAME",
+                   help="pool mode: real volumes across the servers of this gluster pool "
+                        "(python -m devtools.gluster_pool up; not yet: clones, expansion)")
     p.add_argument("--op-latency", type=float, default=0.0,
                    help="seconds each asynchronous operation takes")
     p.add_argument("--max-inflight", type=int, default=8,
@@ -60,7 +63,7 @@ async def _run(args: argparse.Namespace) -> int:
         device_size_gib=args.device_size_gib,
         max_volumes_per_cluster=args.max_volumes_per_cluster,
         glusterd=args.glusterd, brick_root=args.brick_root, storage_host=args.storage_host,
-        sized_bricks=not args.unsized_bricks,
+        sized_bricks=not args.unsized_bricks, gluster_pool=args.gluster_pool,
         name_clash_on_queue=args.name_clash_on_queue, tls_cert=args.tls_cert,
         tls_key=args.tls_key,
     )

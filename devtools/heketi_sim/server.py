@@ -28,6 +28,7 @@ from aiohttp import web
 from devtools.heketi_sim import jwtcheck
 from devtools.heketi_sim.gluster_backend import GlusterBackend
 from devtools.heketi_sim.model import BRICK_MIN_KIB, GIB_KIB, NoSpace, Topology, Volume, new_id
+from devtools.heketi_sim.pool_backend import PoolBackend, pool_hosts
 
 MUTATING_KINDS = ("create", "delete", "expand", "clone")
 FAULT_KINDS = (*MUTATING_KINDS, "get", "queue")
@@ -110,6 +111,8 @@ class SimConfig:
     # Every node's storage hostname (the nodes stay distinct: own ids, manage names and
     # zones, so placement rules hold). Glusterd mode defaults it to socket.gethostname().
     storage_host: str | None = None
+    # Pool mode (pool_backend.py): volumes made across the servers of this gluster pool.
+    gluster_pool: str | None = None
 
 
 @dataclass
@@ -132,11 +135,15 @@ class HeketiSimulator:
         hosts = None
         if cfg.glusterd or cfg.storage_host:
             hosts = [cfg.storage_host or socket.gethostname()]
+        if cfg.gluster_pool:
+            hosts = pool_hosts(cfg.gluster_pool)
         self.topology = Topology.build(
             clusters=cfg.clusters, nodes=cfg.nodes, devices_per_node=cfg.devices_per_node,
             device_size_gib=cfg.device_size_gib, storage_hosts=hosts)
         self.gluster = GlusterBackend(cfg.brick_root, sized=cfg.sized_bricks) \
             if cfg.glusterd and cfg.brick_root else None
+        if cfg.gluster_pool:
+            self.gluster = PoolBackend(cfg.gluster_pool, self.topology)
         self.stats = Stats()
         self.queue: dict[str, Operation] = {}
         self.inflight = 0
