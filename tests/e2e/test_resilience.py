@@ -10,7 +10,6 @@ import pytest
 from services.controller.heketi.client import HeketiClient
 from tests.e2e.conftest import Cluster, heketi_id
 from tests.e2e.kube import (
-    DRIVER_NAME,
     DRIVER_NAMESPACE,
     Kube,
     bound_pv,
@@ -21,6 +20,7 @@ from tests.e2e.kube import (
     pod_log,
     read_file,
     wait_for,
+    wait_registered,
 )
 from tests.e2e.test_mount_recovery import clients, staging_of
 
@@ -116,12 +116,7 @@ async def test_kubelet_restart_keeps_the_writer_and_re_registers_the_driver(
     assert not [line for line in log.splitlines() if line.startswith("IOERROR")], log[-500:]
 
     # The restarted kubelet re-registered the driver: a new pod can mount a new volume.
-    async def registered() -> bool:
-        node = (await kube.core.list_node()).items[0]
-        csinode = await kube.storage.read_csi_node(node.metadata.name)
-        return DRIVER_NAME in {d.name for d in csinode.spec.drivers or []}
-
-    await wait_for("the driver on the CSINode again", registered, 120)
+    await wait_registered(kube)
     counter = await read_file(kube, namespace, "steady", "counter")
     numbers = [int(n) for n in counter.split()]
     assert numbers == list(range(1, len(numbers) + 1)), "writes were lost or reordered"
