@@ -37,6 +37,21 @@ lint: ## ruff and mypy --strict
 	$(PY) -m ruff check services tests bench tools devtools
 	$(PY) -m mypy services tools devtools
 
+# The driver image (devtools/k8s/driver_image.py): needs only python3 and Docker.
+IMAGE_PY ?= python3
+BASE_IMAGE ?=
+REGISTRY ?=
+
+.PHONY: image
+image: ## Build the driver image heketi-csi:<version> with your Docker and print its size (BASE_IMAGE=... to change the base)
+	$(IMAGE_PY) -m devtools.k8s.driver_image image $(if $(BASE_IMAGE),--base-image "$(BASE_IMAGE)")
+
+.PHONY: push
+push: ## Tag the image <REGISTRY>/heketi-csi:<version> and push it: make push REGISTRY=registry.example.com/storage
+	@test -n "$(REGISTRY)" || { echo 'error: REGISTRY is missing: make push REGISTRY=<host[:port][/path]>' >&2; exit 2; }
+	$(IMAGE_PY) -m devtools.k8s.driver_image image $(if $(BASE_IMAGE),--base-image "$(BASE_IMAGE)")
+	$(IMAGE_PY) -m devtools.k8s.driver_image push --registry "$(REGISTRY)"
+
 .PHONY: demo
 demo: setup ## Set up and play a volume's whole life on a local cluster
 	$(PY) -m devtools.demo

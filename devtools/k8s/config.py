@@ -37,6 +37,11 @@ APISERVER_HOST = "127.0.0.1"
 APISERVER_PORT = 6443
 ETCD_CLIENT_PORT = 23790
 ETCD_PEER_PORT = 23800
+# The container registry (registry.py): plain HTTP on loopback, where the host's containerd
+# (and so kubelet's pulls) and the private dockerd's pushes reach it.
+REGISTRY_HOST = "127.0.0.1"
+REGISTRY_PORT = 23850
+REGISTRY = f"{REGISTRY_HOST}:{REGISTRY_PORT}"
 NODE_LABELS = {"storagenode": "glusterfs"}
 
 
@@ -69,6 +74,7 @@ class Versions:
     pause_image: str
     busybox_image: str
     helm: str
+    distribution: str
 
     @property
     def k8s_minor(self) -> int:
@@ -102,4 +108,5 @@ def versions() -> Versions:
         pause_image=get("PAUSE_IMAGE"),
         busybox_image=get("BUSYBOX_IMAGE"),
         helm=get("HELM_VERSION"),
+        distribution=get("DISTRIBUTION_VERSION"),
     )
