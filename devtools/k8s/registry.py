@@ -88,20 +88,29 @@ def answers() -> bool:
         return False
 
 
+MANIFEST_TYPES = ", ".join((
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json"))
+
+
 def has_manifest(repository: str, tag: str) -> bool:
+    return manifest_digest(repository, tag) is not None
+
+
+def manifest_digest(repository: str, tag: str) -> str | None:
+    """The digest the registry serves for repository:tag; None when it has no such tag."""
     request = urllib.request.Request(
         url(f"/v2/{repository}/manifests/{tag}"), method="HEAD",
-        headers={"Accept": ", ".join((
-            "application/vnd.docker.distribution.manifest.v2+json",
-            "application/vnd.docker.distribution.manifest.list.v2+json",
-            "application/vnd.oci.image.manifest.v1+json",
-            "application/vnd.oci.image.index.v1+json"))})
+        headers={"Accept": MANIFEST_TYPES})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return bool(response.status == 200)
+            digest = response.headers.get("Docker-Content-Digest")
+            return str(digest) if digest else None
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
-            return False
+            return None
         raise
 
 
