@@ -279,13 +279,20 @@ def check_registry(value: str | None) -> str:
     return value
 
 
-def user_image(base: str | None = None) -> str:
-    """`make image`: the runtime target with the user's Docker, as heketi-csi:<version>."""
+NETWORK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def user_image(base: str | None = None, network: str | None = None) -> str:
+    """`make image`: the runtime target with the user's Docker, as heketi-csi:<version>
+    (`network`: the build's --network, e.g. host on a daemon without a bridge)."""
+    if network is not None and not NETWORK.fullmatch(network):
+        raise UsageError(f"BUILD_NETWORK {network[:64]!r} is not a network name")
     ref = f"{USER_IMAGE}:{user_tag()}"
     docker = user_docker()
     t0 = time.monotonic()
     log(f"docker build --target runtime -t {ref} ...")
-    docker_build(docker, "runtime", [ref], base=base)
+    docker_build(docker, "runtime", [ref], base=base,
+                 extra=[f"--network={network}"] if network else [])
     size = docker.image_size(ref)
     log(f"built {ref} in {time.monotonic() - t0:.0f}s: {size / 2**20:.0f} MiB")
     return ref
@@ -312,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=("image", "push", "build", "publish"))
     parser.add_argument("--base-image", default=None,
                         help="image: BASE_IMAGE for the Dockerfile (default: its own)")
+    parser.add_argument("--network", default=None,
+                        help="image: the build's network (docker build --network)")
     parser.add_argument("--registry", default=None,
                         help="push: where to push, host[:port][/path]")
     parser.add_argument("--tag", default=LOCAL_TAG, help="build: image tag (default: %(default)s)")
@@ -330,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         if args.command == "image":
-            user_image(args.base_image or None)
+            user_image(args.base_image or None, args.network or None)
             return 0
         if args.command == "push":
             user_push(args.registry)
