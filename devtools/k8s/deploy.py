@@ -24,7 +24,7 @@ import yaml
 
 from devtools.k8s import driver_image, registry
 from devtools.k8s.cluster import is_mountpoint, kubectl, log, run, start_registry, status
-from devtools.k8s.config import NODE_NAME, SIM_BRICK_ROOT
+from devtools.k8s.config import NODE_NAME, SIM_BRICK_ROOT, STATE_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAY = REPO / "k8s" / "local"
@@ -130,8 +130,12 @@ def deploy() -> dict[str, float]:
     shared_brick_root()
     times: dict[str, float] = {}
     t0 = time.monotonic()
+    containerd_toml = STATE_DIR / "containerd.toml"
+    if str(registry.HOSTS_DIR) not in containerd_toml.read_text():
+        raise SystemExit("this cluster's containerd was started before the harness had a "
+                         "registry and cannot pull from it: `python -m devtools.k8s down` "
+                         "and `up` again")
     if not registry.answers():
-        # a cluster brought up before the registry was part of `up`
         start_registry()
     result = driver_image.publish()
     driver_image.report(result)
