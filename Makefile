@@ -55,6 +55,23 @@ lint: ## ruff and mypy --strict
 	$(PY) -m ruff check services tests bench tools devtools
 	$(PY) -m mypy services tools devtools
 
+# The driver image (devtools/k8s/driver_image.py): needs only python3 and Docker.
+IMAGE_PY ?= python3
+BASE_IMAGE ?=
+BUILD_NETWORK ?=
+REGISTRY ?=
+IMAGE_ARGS = $(if $(BASE_IMAGE),--base-image "$(BASE_IMAGE)") $(if $(BUILD_NETWORK),--network "$(BUILD_NETWORK)")
+
+.PHONY: image
+image: ## Build the driver image heketi-csi:<version> with your Docker and print its size (BASE_IMAGE=, BUILD_NETWORK= optional)
+	$(IMAGE_PY) -m devtools.k8s.driver_image image $(IMAGE_ARGS)
+
+.PHONY: push
+push: ## Tag the image <REGISTRY>/heketi-csi:<version> and push it: make push REGISTRY=registry.example.com/storage
+	@test -n "$(REGISTRY)" || { echo 'error: REGISTRY is missing: make push REGISTRY=<host[:port][/path]>' >&2; exit 2; }
+	$(IMAGE_PY) -m devtools.k8s.driver_image image $(IMAGE_ARGS)
+	$(IMAGE_PY) -m devtools.k8s.driver_image push --registry "$(REGISTRY)"
+
 .PHONY: demo
 demo: setup ## Set up and play a volume's whole life on a local cluster
 	$(PY) -m devtools.demo

@@ -97,8 +97,10 @@ class Stack:
         return self.compose_dir / "bricks"
 
     def env(self) -> dict[str, str]:
+        paths = self.docker.paths
+        assert paths is not None, "the compose stack runs on the private dockerd"
         return {
-            "DOCKER_HOST": self.docker.paths.host,
+            "DOCKER_HOST": paths.host,
             "HEKETI_CSI_COMPOSE_DIR": str(self.compose_dir),
             "HEKETI_CSI_BASE_IMAGE": base_image_ref(),
             "COMPOSE_PROJECT_NAME": self.project,

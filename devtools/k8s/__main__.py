@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     u = sub.add_parser("up", help="start the single-node cluster (idempotent)")
     u.add_argument("--skip-build", action="store_true")
-    sub.add_parser("deploy", help="build and load the driver image, apply k8s/local, wait "
+    sub.add_parser("deploy", help="build the driver image, push it to the cluster's registry, "
+                   "apply k8s/local (pulling it), wait "
                    "until the driver serves")
     sub.add_parser("down", help="stop the cluster and undo every host change (idempotent)")
     sub.add_parser("kubeconfig", help="print the admin kubeconfig path")

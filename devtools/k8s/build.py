@@ -348,6 +348,17 @@ def components(v: Versions | None = None) -> list[Component]:
         ),
         _helm(v.helm),
         _heketi(v.heketi),
+        # the container registry the cluster pulls the driver image from (registry.py)
+        Component(
+            name="distribution",
+            version=v.distribution,
+            modules={"github.com/distribution/distribution/v3": v.distribution},
+            binaries={"registry": "github.com/distribution/distribution/v3/cmd/registry"},
+            local_replace=lambda _p: None,
+            ldflags=lambda: [
+                f"-X github.com/distribution/distribution/v3/version.version={v.distribution}",
+            ],
+        ),
     ]
 
 

@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from devtools.k8s import build, certs, images
+from devtools.k8s import build, certs, images, registry
 from devtools.k8s.config import (
     APISERVER_PORT,
     BRIDGE,
@@ -392,6 +392,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   SystemdCgroup = false
   Root = "{RUN_DIR / "runc"}"
 
+[{cri}.registry]
+  config_path = "{registry.HOSTS_DIR}"
+
 [{cri}.cni]
   bin_dir = "{CNI_BIN_DIR}"
   conf_dir = "{CNI_CONF_DIR}"
@@ -424,7 +427,16 @@ def cni_config() -> str:
     )
 
 
+def start_registry() -> None:
+    """The container registry the driver image is pushed to and pulled from (registry.py)."""
+    registry.write_files()
+    start(registry.PROCESS, registry.argv(), env=registry.ENV)
+    wait_for(f"the registry on {registry.url()}", registry.answers, timeout=30,
+             proc=registry.PROCESS)
+
+
 def start_containerd() -> None:
+    registry.write_files()  # its hosts.toml, before containerd reads config_path
     cfg = STATE_DIR / "containerd.toml"
     cfg.write_text(containerd_config())
     CNI_CONF_DIR.mkdir(parents=True, exist_ok=True)
@@ -706,6 +718,8 @@ def up(skip_build: bool = False) -> dict[str, float]:
     ensure_bridge()
     ensure_iptables()
     ph.done("host")
+    start_registry()
+    ph.done("registry")
     start_containerd()
     imported = images.ensure_images()
     if imported:
@@ -841,6 +855,7 @@ def down() -> list[str]:
         "kube-apiserver",
         "etcd",
         "containerd",
+        registry.PROCESS,
     ):
         stop(name)
     stop_pids(our_processes(), timeout=5)
@@ -919,6 +934,7 @@ def status() -> bool:
         "kube-scheduler",
         "kubelet",
         "snapshot-controller",
+        registry.PROCESS,
     ]
     ok = True
     for n in names:

@@ -37,6 +37,11 @@ APISERVER_HOST = "127.0.0.1"
 APISERVER_PORT = 6443
 ETCD_CLIENT_PORT = 23790
 ETCD_PEER_PORT = 23800
+# The container registry (registry.py): plain HTTP on loopback, where the host's containerd
+# (and so kubelet's pulls) and the private dockerd's pushes reach it.
+REGISTRY_HOST = "127.0.0.1"
+REGISTRY_PORT = 23850
+REGISTRY = f"{REGISTRY_HOST}:{REGISTRY_PORT}"
 NODE_LABELS = {"storagenode": "glusterfs"}
 
 
@@ -70,6 +75,7 @@ class Versions:
     busybox_image: str
     helm: str
     heketi: str
+    distribution: str
 
     @property
     def k8s_minor(self) -> int:
@@ -104,4 +110,5 @@ def versions() -> Versions:
         busybox_image=get("BUSYBOX_IMAGE"),
         helm=get("HELM_VERSION"),
         heketi=get("HEKETI_VERSION"),
+        distribution=get("DISTRIBUTION_VERSION"),
     )

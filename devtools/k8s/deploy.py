@@ -3,13 +3,14 @@
     python -m devtools.k8s deploy      # (make e2e does this first)
 
 1. build the driver images from the repository's Dockerfile if the build context changed,
-   and import them into the cluster's containerd (`driver_image.load`);
-2. render `k8s/local` with kustomize (kubectl's built-in) and apply it, with the images
-   pinned to this build's content tag (`ctx-<hash>`) so that a changed driver rolls out and
-   an unchanged one leaves the running pods alone;
+   and push them to the cluster's registry (`driver_image.publish`, `registry.py`);
+2. render `k8s/local` with kustomize (kubectl's built-in; its `images:` name the registry's
+   repositories, tag `local`) and apply it, with the tag pinned to this build's content tag
+   (`ctx-<hash>`) so that a changed driver rolls out and an unchanged one leaves the running
+   pods alone. kubelet pulls the images from the registry (`imagePullPolicy: IfNotPresent`);
+   nothing imports them into containerd;
 3. wait until the Heketi simulator, the controller and the node plugin are rolled out and
-   kubelet lists the driver on the node's CSINode.
-"""
+   kubelet lists the driver on the node's CSINode."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ from typing import IO
 
 import yaml
 
-from devtools.k8s import driver_image
-from devtools.k8s.cluster import is_mountpoint, kubectl, log, run, status
-from devtools.k8s.config import NODE_NAME, SIM_BRICK_ROOT
+from devtools.k8s import driver_image, registry
+from devtools.k8s.cluster import is_mountpoint, kubectl, log, run, start_registry, status
+from devtools.k8s.config import NODE_NAME, SIM_BRICK_ROOT, STATE_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAY = REPO / "k8s" / "local"
@@ -41,7 +42,7 @@ REGISTRATION_TIMEOUT = 120.0
 def rendered(context: str) -> str:
     """k8s/local as kustomize renders it, with the `local` image tags pinned to `context`."""
     text = kubectl("kustomize", str(OVERLAY)).stdout
-    for image in driver_image.TARGETS.values():
+    for image in driver_image.REGISTRY_IMAGES.values():
         text = text.replace(f"{image}:{driver_image.LOCAL_TAG}", f"{image}:ctx-{context}")
     return text
 
@@ -129,7 +130,14 @@ def deploy() -> dict[str, float]:
     shared_brick_root()
     times: dict[str, float] = {}
     t0 = time.monotonic()
-    result = driver_image.load()
+    containerd_toml = STATE_DIR / "containerd.toml"
+    if str(registry.HOSTS_DIR) not in containerd_toml.read_text():
+        raise SystemExit("this cluster's containerd was started before the harness had a "
+                         "registry and cannot pull from it: `python -m devtools.k8s down` "
+                         "and `up` again")
+    if not registry.answers():
+        start_registry()
+    result = driver_image.publish()
     driver_image.report(result)
     times["images"] = time.monotonic() - t0
     t0 = time.monotonic()

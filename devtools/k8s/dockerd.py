@@ -111,11 +111,15 @@ def docker_client() -> Path:
 
 @dataclass(frozen=True)
 class Docker:
-    """The docker CLI bound to one daemon."""
+    """The docker CLI bound to one daemon: the private one of ``paths``, or with ``paths``
+    None the user's own (the ``docker`` on PATH, with their DOCKER_HOST or context)."""
 
-    paths: DockerPaths
+    paths: DockerPaths | None
+    cli: Path | None = None
 
     def argv(self, *args: str) -> list[str]:
+        if self.paths is None:
+            return [str(self.cli or "docker"), *args]
         return [str(docker_client()), "--host", self.paths.host, *args]
 
     def env(self) -> dict[str, str]:
@@ -158,6 +162,23 @@ class Docker:
 
     def image_size(self, ref: str) -> int:
         return int(self.run("image", "inspect", "--format", "{{.Size}}", ref, capture=True))
+
+
+def user_docker() -> Docker:
+    """The user's Docker, checked: a clear error when the CLI is missing or no daemon
+    answers it."""
+    found = shutil.which("docker")
+    if found is None:
+        raise RuntimeError("docker is not installed (or not on PATH): building the image needs "
+                           "Docker with BuildKit, e.g. Debian's docker.io or Docker Engine")
+    docker = Docker(paths=None, cli=Path(found))
+    try:
+        if not docker.answers():
+            raise RuntimeError("docker is installed but no Docker daemon answers it: start "
+                               "the daemon, or set DOCKER_HOST / `docker context use` to one")
+    except subprocess.TimeoutExpired:
+        raise RuntimeError("the Docker daemon did not answer within 20 s") from None
+    return docker
 
 
 def _read_pid(pidfile: Path) -> int | None:
@@ -274,7 +295,7 @@ def main(argv: list[str]) -> int:
     cmd = argv[0] if argv else "status"
     if cmd == "start":
         docker, _ = start()
-        print(docker.paths.host)
+        print(docker.argv()[2])
     elif cmd == "stop":
         stop()
     elif cmd == "status":

@@ -8,9 +8,10 @@ local cluster, csi-sanity) the ids are given on the command line. `none` accepts
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.common.errors import NotFound, Unavailable
+from services.common.kube_json import csinode_drivers, csinode_path, get_object
 from services.common.logging import get_logger
 
 _log = get_logger("nodes")
@@ -45,21 +46,25 @@ class StaticNodes:
 class KubernetesNodes:
     """Looks the node up in CSINode objects; positive answers are cached for a minute."""
 
-    def __init__(self, driver_name: str, ttl: float = 60.0) -> None:
+    def __init__(self, driver_name: str, ttl: float = 60.0, api: Any = None) -> None:
         self._driver = driver_name
         self._ttl = ttl
         self._known: dict[str, float] = {}
-        self._api: object | None = None
+        # A kubernetes_asyncio ApiClient; made from the in-cluster config (or the default
+        # kubeconfig) on first use unless one is given.
+        self._api: Any = api
 
-    async def _storage_api(self) -> object:
+    async def _api_client(self) -> Any:
         if self._api is None:
             from kubernetes_asyncio import client, config
 
+            configuration = client.Configuration()
             try:
-                config.load_incluster_config()  # type: ignore[no-untyped-call]
+                config.load_incluster_config(  # type: ignore[no-untyped-call]
+                    client_configuration=configuration)
             except config.ConfigException:
-                await config.load_kube_config()
-            self._api = client.StorageV1Api()
+                await config.load_kube_config(client_configuration=configuration)
+            self._api = client.ApiClient(configuration)
         return self._api
 
     async def require(self, node_id: str) -> None:
@@ -68,23 +73,27 @@ class KubernetesNodes:
             return
         from kubernetes_asyncio.client.exceptions import ApiException
 
-        api = await self._storage_api()
+        api = await self._api_client()
         try:
             # CSINode objects are named after the Kubernetes node; our node id is that name.
-            csinode = await api.read_csi_node(node_id)  # type: ignore[attr-defined]
+            # Read as JSON: the client's model refuses the null `spec.drivers` a CSINode has
+            # while kubelet replaces a driver.
+            csinode = await get_object(api, csinode_path(node_id))
         except ApiException as exc:
             if exc.status == 404:
                 raise NotFound(f"node {node_id!r} has no CSINode object") from None
             raise Unavailable(f"cannot read CSINode {node_id!r}: HTTP {exc.status}") from None
-        for driver in csinode.spec.drivers or []:
-            if driver.name == self._driver and driver.node_id == node_id:
+        except ValueError as exc:
+            raise Unavailable(f"cannot read CSINode {node_id!r}: {exc}") from None
+        for driver in csinode_drivers(csinode):
+            if driver.get("name") == self._driver and driver.get("nodeID") == node_id:
                 self._known[node_id] = time.monotonic()
                 return
         raise NotFound(f"node {node_id!r} has not registered driver {self._driver}")
 
     async def close(self) -> None:
         if self._api is not None:
-            await self._api.api_client.close()  # type: ignore[attr-defined]
+            await self._api.close()
 
 
 def make_node_check(mode: str, static_ids: str | None, driver_name: str) -> NodeCheck:

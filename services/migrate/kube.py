@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.api_client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
+
+from services.common.kube_json import get_object
 
 Obj = dict[str, Any]
 T = TypeVar("T")
@@ -33,6 +36,18 @@ async def connect(kubeconfig: str | None, context: str | None) -> ApiClient:
     return ApiClient(configuration)
 
 
+_STORAGE = "/apis/storage.k8s.io/v1"
+
+
+def _seg(value: str) -> str:
+    """One path segment: every character that is not unreserved is escaped."""
+    return quote(value, safe="")
+
+
+def _core(namespace: str) -> str:
+    return f"/api/v1/namespaces/{_seg(namespace)}"
+
+
 def _what(exc: ApiException) -> str:
     return f"HTTP {exc.status} {exc.reason or ''}".strip()
 
@@ -52,55 +67,78 @@ class Kube:
         data: Obj = self.api.sanitize_for_serialization(model)
         return data
 
-    async def _maybe(self, call: Awaitable[Any]) -> Obj | None:
-        try:
-            return self._dict(await call)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise KubeError(_what(exc)) from None
-
     async def _do(self, what: str, call: Awaitable[Any]) -> Obj:
         try:
             return self._dict(await call)
         except ApiException as exc:
             raise KubeError(f"{what}: {_what(exc)}: {_message(exc)}") from None
 
+    async def _get(self, what: str, path: str) -> Obj:
+        # Reads are JSON as the API server sent it, never the client's models: those refuse
+        # null in any field the schema calls required (a CSINode's spec.drivers is null
+        # while kubelet replaces a driver) and drop fields newer than the client.
+        try:
+            return await get_object(self.api, path)
+        except ApiException as exc:
+            raise KubeError(f"{what}: {_what(exc)}: {_message(exc)}") from None
+        except ValueError as exc:
+            raise KubeError(f"{what}: {exc}") from None
+
+    async def _get_maybe(self, what: str, path: str) -> Obj | None:
+        try:
+            return await get_object(self.api, path)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeError(f"{what}: {_what(exc)}: {_message(exc)}") from None
+        except ValueError as exc:
+            raise KubeError(f"{what}: {exc}") from None
+
+    async def _items(self, what: str, path: str) -> list[Obj]:
+        items = (await self._get(what, path)).get("items")
+        return [item for item in items or [] if isinstance(item, dict)]
+
     # --- reads ---------------------------------------------------------------------
     async def list_pvs(self) -> list[Obj]:
-        items = (await self._do("listing PVs", self.core.list_persistent_volume())).get("items")
+        items = await self._items("listing PVs", "/api/v1/persistentvolumes")
         # List items come without kind and apiVersion; a PV read on its own has them.
-        return [{"apiVersion": "v1", "kind": "PersistentVolume", **pv} for pv in items or []]
+        return [{"apiVersion": "v1", "kind": "PersistentVolume", **pv} for pv in items]
 
     async def pv(self, name: str) -> Obj | None:
-        return await self._maybe(self.core.read_persistent_volume(name))
+        return await self._get_maybe(f"reading PV {name}",
+                                     f"/api/v1/persistentvolumes/{_seg(name)}")
 
     async def pvc(self, namespace: str, name: str) -> Obj | None:
-        return await self._maybe(
-            self.core.read_namespaced_persistent_volume_claim(name, namespace))
+        return await self._get_maybe(
+            f"reading PVC {namespace}/{name}",
+            f"{_core(namespace)}/persistentvolumeclaims/{_seg(name)}")
 
     async def pods(self, namespace: str) -> list[Obj]:
-        return list((await self._do(f"listing pods in {namespace}",
-                                    self.core.list_namespaced_pod(namespace))).get("items") or [])
+        return await self._items(f"listing pods in {namespace}", f"{_core(namespace)}/pods")
 
     async def storage_class(self, name: str) -> Obj | None:
-        return await self._maybe(self.storage.read_storage_class(name))
+        return await self._get_maybe(f"reading StorageClass {name}",
+                                     f"{_STORAGE}/storageclasses/{_seg(name)}")
 
     async def storage_classes(self) -> list[Obj]:
-        return list((await self._do("listing StorageClasses",
-                                    self.storage.list_storage_class())).get("items") or [])
+        return await self._items("listing StorageClasses", f"{_STORAGE}/storageclasses")
 
     async def secret(self, namespace: str, name: str) -> Obj | None:
-        return await self._maybe(self.core.read_namespaced_secret(name, namespace))
+        return await self._get_maybe(f"reading Secret {namespace}/{name}",
+                                     f"{_core(namespace)}/secrets/{_seg(name)}")
 
     async def endpoints(self, namespace: str, name: str) -> Obj | None:
-        return await self._maybe(self.core.read_namespaced_endpoints(name, namespace))
+        return await self._get_maybe(f"reading Endpoints {namespace}/{name}",
+                                     f"{_core(namespace)}/endpoints/{_seg(name)}")
 
     async def service(self, namespace: str, name: str) -> Obj | None:
-        return await self._maybe(self.core.read_namespaced_service(name, namespace))
+        return await self._get_maybe(f"reading Service {namespace}/{name}",
+                                     f"{_core(namespace)}/services/{_seg(name)}")
 
     async def replica_set(self, namespace: str, name: str) -> Obj | None:
-        return await self._maybe(self.apps.read_namespaced_replica_set(name, namespace))
+        return await self._get_maybe(
+            f"reading ReplicaSet {namespace}/{name}",
+            f"/apis/apps/v1/namespaces/{_seg(namespace)}/replicasets/{_seg(name)}")
 
     # --- writes --------------------------------------------------------------------
     async def create_pv(self, body: Obj, dry_run: bool = False) -> Obj:

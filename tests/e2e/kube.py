@@ -19,6 +19,8 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.api_client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from services.common.kube_json import csinode_drivers, csinode_path, get_object
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "k8s/examples"
 DRIVER_NAME = "glusterfs.heketi.csi.io"
@@ -64,16 +66,22 @@ async def wait_for(what: str, probe: Callable[[], Awaitable[T | None]],
         await asyncio.sleep(interval)
 
 
-async def wait_registered(kube: Kube) -> None:
+async def csinode_driver_names(kube: Kube, node_name: str) -> set[str]:
+    """The drivers the node's CSINode lists. Read as JSON: the client's model refuses the
+    null `spec.drivers` a CSINode has while kubelet replaces a driver."""
+    csinode = await get_object(kube.api, csinode_path(node_name))
+    return {str(d.get("name")) for d in csinode_drivers(csinode)}
+
+
+async def wait_registered(kube: Kube, timeout: float = 120) -> None:
     """Until kubelet lists the driver on every node's CSINode."""
     async def registered() -> bool:
         for node in (await kube.core.list_node()).items:
-            csinode = await kube.storage.read_csi_node(node.metadata.name)
-            if DRIVER_NAME not in {d.name for d in csinode.spec.drivers or []}:
+            if DRIVER_NAME not in await csinode_driver_names(kube, node.metadata.name):
                 return False
         return True
 
-    await wait_for("the driver on every CSINode", registered, timeout=120)
+    await wait_for("the driver on every CSINode", registered, timeout=timeout)
 
 
 async def wait_gone(what: str, read: Callable[[], Awaitable[object]],
@@ -266,13 +274,26 @@ async def event_matching(kube: Kube, namespace: str, kind: str, name: str,
     return await wait_for(f"an event on {kind} {name} with {what}", found, timeout)
 
 
+# What the snapshot controllers write into status.error for a lost optimistic-concurrency
+# race with each other, which they retry by themselves: not a failure of the snapshot.
+TRANSIENT_SNAPSHOT_ERRORS = ("the object has been modified",)
+
+
+class SnapshotFailed(AssertionError):
+    """A VolumeSnapshot reports an error (`status.error`)."""
+
+
 async def snapshot_status(kube: Kube, namespace: str, name: str) -> Obj | None:
+    """The snapshot's status once it is ready to use; None before. Raises SnapshotFailed
+    as soon as the snapshot reports an error: the snapshotter would retry, but in this
+    suite an error is a failure, and waiting on would only end in a bare timeout."""
     snapshot: Obj = await kube.custom.get_namespaced_custom_object(
         SNAPSHOT_GROUP, SNAPSHOT_VERSION, namespace, "volumesnapshots", name)
     status: Obj = snapshot.get("status") or {}
-    if status.get("error") and status["error"].get("message"):
-        # The snapshotter retries; an error is only reported, not final.
-        pass
+    error = status.get("error") or {}
+    message = str(error.get("message") or "") if isinstance(error, dict) else ""
+    if message and not any(transient in message for transient in TRANSIENT_SNAPSHOT_ERRORS):
+        raise SnapshotFailed(f"snapshot {namespace}/{name} failed: {message[:500]}")
     return status if status.get("readyToUse") else None
 
 

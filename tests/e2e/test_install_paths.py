@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
-from devtools.k8s import deploy
+from devtools.k8s import deploy, images, registry
 from devtools.k8s.build import binary
 from devtools.k8s.cluster import kubectl
+from devtools.k8s.config import REGISTRY
 from devtools.k8s.helm import CHART, NAMESPACE, RELEASE, helm_path
 from services.common.commands import run_command
 from tests.e2e.conftest import Cluster
@@ -96,7 +97,9 @@ async def driver_serving(kube: Kube) -> None:
 def helm_values(image: str, heketi_url: str, log_level: str) -> dict[str, Any]:
     repository, tag = image.rsplit(":", 1)
     return {
-        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        # Always: every pod start resolves the tag at the cluster's registry, as a user's
+        # cluster does with theirs (the e2e test reads containerd's requests in its log).
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Always"},
         "heketi": {"url": heketi_url, "secret": {"name": "heketi-admin"}},
         "logLevel": log_level,
         # The kustomize install's classes stay (k8s/examples): own names here.
@@ -148,11 +151,25 @@ async def helm_uninstall(cluster: Cluster) -> None:
                             "-l", "app.kubernetes.io/part-of=heketi-csi", "--timeout=300s")
 
 
+def manifest_path(image: str) -> str:
+    """The registry API path of an image reference's manifest (`<registry>/<repo>:<tag>`)."""
+    assert image.startswith(f"{REGISTRY}/"), f"{image} is not from the cluster's registry"
+    repository, tag = image.removeprefix(f"{REGISTRY}/").rsplit(":", 1)
+    return f"/v2/{repository}/manifests/{tag}"
+
+
+def containerd_requests(image: str) -> list[tuple[str, int, str]]:
+    """containerd's requests for the image's manifest, from the registry's access log."""
+    return [r for r in registry.requests_for(manifest_path(image)) if "containerd" in r[2]]
+
+
 async def test_helm_install_and_upgrade_under_a_writer(kube: Kube, cluster: Cluster,
                                                        helm_driver: dict[str, Any],
                                                        namespace: str) -> None:
     sts = await kube.apps.read_namespaced_stateful_set(CONTROLLER, DRIVER_NAMESPACE)
     assert sts.metadata.labels["app.kubernetes.io/managed-by"] == "Helm"
+    image = f"{helm_driver['image']['repository']}:{helm_driver['image']['tag']}"
+    asked_before = len(await asyncio.to_thread(containerd_requests, image))
     await kube.core.create_namespaced_persistent_volume_claim(
         namespace, claim("data", storage_class=HELM_CLASS))
     pv = await bound_pv(kube, namespace, "data")
@@ -175,6 +192,10 @@ async def test_helm_install_and_upgrade_under_a_writer(kube: Kube, cluster: Clus
         DRIVER_NAMESPACE, label_selector=f"app.kubernetes.io/name={NODE}")
     assert not old_node_pods & {p.metadata.uid for p in node_pods.items}, \
         "the upgrade did not replace the node plugin"
+    # pullPolicy Always: the replaced pods asked the cluster's registry for the image again.
+    asked = await asyncio.to_thread(containerd_requests, image)
+    assert len(asked) > asked_before and asked[-1][1] == 200, \
+        f"the upgraded pods did not pull {image} from the registry: {asked[asked_before:]}"
 
     before = await lines_written(cluster, namespace, writer)
 
@@ -221,3 +242,36 @@ async def test_kustomize_install_serves_a_volume(kube: Kube, namespace: str) -> 
         unique("writer"), {"/data": "data"}, "echo kustomize > /data/f && cat /data/f"))
     assert phase == "Succeeded" and log.strip() == "kustomize", log
     assert await read_file(kube, namespace, "data", "f") == "kustomize"
+
+
+async def test_the_driver_image_is_pulled_from_the_registry(kube: Kube, cluster: Cluster,
+                                                            driver_ready: None) -> None:
+    """The driver's pods run the image `deploy` pushed to the cluster's registry, pulled by
+    containerd from there (as a user's cluster pulls the image they pushed), not an image
+    imported into containerd's store."""
+    if not cluster.local:
+        pytest.fail("reads the local cluster's registry and containerd (make k8s-up)",
+                    pytrace=False)
+    image, _url, _by_helm = await running_install(kube)
+    repository, tag = image.removeprefix(f"{REGISTRY}/").rsplit(":", 1)
+    assert image.startswith(f"{REGISTRY}/heketi-csi:ctx-"), image
+    digest = await asyncio.to_thread(registry.manifest_digest, repository, tag)
+    assert digest, f"the registry has no {image}"
+
+    pods = await kube.core.list_namespaced_pod(
+        DRIVER_NAMESPACE, label_selector="app.kubernetes.io/part-of=heketi-csi")
+    statuses = [s for p in pods.items for s in p.status.container_statuses or []
+                if s.image == image]
+    assert len(statuses) >= 3, "controller, node plugin and registrar run the driver image"
+    for status in statuses:
+        # kubelet reports the repository digest containerd resolved at the registry
+        assert status.image_id == f"{REGISTRY}/{repository}@{digest}", status.image_id
+
+    names = await asyncio.to_thread(images.image_names)
+    assert image in names
+    assert not {f"ghcr.io/heketi-csi/heketi-csi:{tag}",
+                f"docker.io/library/heketi-csi:{tag}"} & names, \
+        "the driver image was imported into containerd"
+    requests = await asyncio.to_thread(containerd_requests, image)
+    assert any(status == 200 for _method, status, _agent in requests), \
+        f"no successful manifest request by containerd for {image}: {requests}"

@@ -4,13 +4,17 @@ and what a running pod's I/O sees (more of the node-plugin case in test_mount_re
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+from typing import Any
 
+import aiohttp
 import pytest
 
+from services.controller.heketi.auth import authorization_header, make_token
 from services.controller.heketi.client import HeketiClient
-from tests.e2e.conftest import Cluster, heketi_id
+from tests.e2e.conftest import HEKETI_SECRET, Cluster, heketi_id
 from tests.e2e.kube import (
-    DRIVER_NAME,
     DRIVER_NAMESPACE,
     Kube,
     bound_pv,
@@ -21,6 +25,7 @@ from tests.e2e.kube import (
     pod_log,
     read_file,
     wait_for,
+    wait_registered,
 )
 from tests.e2e.test_mount_recovery import clients, staging_of
 
@@ -116,37 +121,62 @@ async def test_kubelet_restart_keeps_the_writer_and_re_registers_the_driver(
     assert not [line for line in log.splitlines() if line.startswith("IOERROR")], log[-500:]
 
     # The restarted kubelet re-registered the driver: a new pod can mount a new volume.
-    async def registered() -> bool:
-        node = (await kube.core.list_node()).items[0]
-        csinode = await kube.storage.read_csi_node(node.metadata.name)
-        return DRIVER_NAME in {d.name for d in csinode.spec.drivers or []}
-
-    await wait_for("the driver on the CSINode again", registered, 120)
+    await wait_registered(kube)
     counter = await read_file(kube, namespace, "steady", "counter")
     numbers = [int(n) for n in counter.split()]
     assert numbers == list(range(1, len(numbers) + 1)), "writes were lost or reordered"
     await delete_pod(kube, namespace, "writer")
 
 
+# Seconds each create takes in the simulator during the burst: long enough that creates
+# are certainly running in Heketi when the controller dies, short enough for the test.
+BURST_CREATE_LATENCY = 6.0
+
+
+async def sim_request(kube: Kube, cluster: Cluster, method: str, path: str,
+                      body: object = None) -> dict[str, Any]:
+    """An admin request to the e2e Heketi simulator's own routes (/_sim/faults, /_sim/stats)."""
+    secret = await kube.core.read_namespaced_secret(HEKETI_SECRET, DRIVER_NAMESPACE)
+    key = base64.b64decode(secret.data["key"]).decode()
+    headers = {"Authorization": authorization_header(make_token(method, path, "admin", key))}
+    async with aiohttp.ClientSession() as session, session.request(
+            method, cluster.heketi_url + path, json=body, headers=headers,
+            timeout=aiohttp.ClientTimeout(total=30)) as resp:
+        text = await resp.text()
+        assert resp.status == 200, f"{method} {path}: {resp.status} {text[:300]}"
+        answer: dict[str, Any] = json.loads(text)
+        return answer
+
+
 async def test_controller_deleted_during_a_burst_of_20_claims_makes_exactly_20_volumes(
-        kube: Kube, namespace: str, heketi: HeketiClient) -> None:
+        kube: Kube, namespace: str, heketi: HeketiClient, cluster: Cluster) -> None:
+    # The simulator's fault routes: against another Heketi this fails with its 404.
     before = set(await heketi.list_volume_ids())
     names = [f"burst-{i:02d}" for i in range(20)]
-    await asyncio.gather(*(kube.core.create_namespaced_persistent_volume_claim(
-        namespace, claim(name)) for name in names))
+    await sim_request(kube, cluster, "POST", "/_sim/faults",
+                      {"latency": {"create": BURST_CREATE_LATENCY}})
+    try:
+        started = (await sim_request(kube, cluster, "GET", "/_sim/stats"))["ops_started"]
+        await asyncio.gather(*(kube.core.create_namespaced_persistent_volume_claim(
+            namespace, claim(name)) for name in names))
 
-    async def under_way() -> int | None:
+        async def in_flight() -> int | None:
+            stats = await sim_request(kube, cluster, "GET", "/_sim/stats")
+            return int(stats["inflight"]) or None
+
+        # Creates are running in Heketi (the simulator holds each for its latency) when the
+        # controller dies: the kill lands in the middle of them, not before or after.
+        running = await wait_for("creates running in Heketi", in_flight, 60, interval=0.1)
+        pods = await kube.core.list_namespaced_pod(
+            DRIVER_NAMESPACE, label_selector="app.kubernetes.io/name=heketi-csi-controller")
+        await asyncio.gather(*(kube.core.delete_namespaced_pod(
+            p.metadata.name, DRIVER_NAMESPACE, grace_period_seconds=0) for p in pods.items))
+        stats = await sim_request(kube, cluster, "GET", "/_sim/stats")
+        assert stats["inflight"] >= 1, "no create was still running at the kill"
         pvcs = (await kube.core.list_namespaced_persistent_volume_claim(namespace)).items
-        bound = sum(1 for p in pvcs if p.status.phase == "Bound")
-        return bound + 1 if bound < len(names) else None
-
-    # Creates are under way (the claims exist, not all are bound) when the controller dies.
-    bound_then = await wait_for("the burst to be under way", under_way, 60, interval=0.1) - 1
-    pods = await kube.core.list_namespaced_pod(
-        DRIVER_NAMESPACE, label_selector="app.kubernetes.io/name=heketi-csi-controller")
-    await asyncio.gather(*(kube.core.delete_namespaced_pod(
-        p.metadata.name, DRIVER_NAMESPACE, grace_period_seconds=0) for p in pods.items))
-    assert bound_then < len(names)
+        assert sum(1 for p in pvcs if p.status.phase == "Bound") < len(names)
+    finally:
+        await sim_request(kube, cluster, "POST", "/_sim/faults", {"op_latency": 0})
 
     handles = {(await bound_pv(kube, namespace, name, timeout=300)).spec.csi.volume_handle
                for name in names}
@@ -157,3 +187,7 @@ async def test_controller_deleted_during_a_burst_of_20_claims_makes_exactly_20_v
         if "_burst-" in (await heketi.volume_info(volume_id)).name:
             made.append(volume_id)
     assert sorted(made) == sorted(ids), f"{len(made)} Heketi volumes for {len(ids)} claims"
+    after = (await sim_request(kube, cluster, "GET", "/_sim/stats"))["ops_started"]
+    creates = after.get("create", 0) - started.get("create", 0)
+    print(f"creates running at the kill: {running}; creates started in Heketi: {creates} "
+          f"for {len(names)} claims")

@@ -32,6 +32,7 @@ K8S = REPO / "k8s"
 DRIVER_NAME = "glusterfs.heketi.csi.io"
 DRIVER_IMAGE = "ghcr.io/heketi-csi/heketi-csi"
 DEV_IMAGE = "ghcr.io/heketi-csi/heketi-csi-dev"
+LOCAL_REGISTRY = "127.0.0.1:23850"  # devtools/k8s/config.py REGISTRY
 SNAPSHOT_GROUP = "snapshot.storage.k8s.io"
 OLDEST_KUBERNETES = "1.26"
 NEWEST_KUBERNETES = kubernetes_validate.utils.latest_version()
@@ -226,6 +227,12 @@ def flag_value(args: list[str], flag: str) -> str | None:
     return None
 
 
+def _is_driver_image(image: str) -> bool:
+    """The driver image under any registry (k8s/local pulls it from the cluster's own)."""
+    repository = _split_image(image)[0]
+    return repository == DRIVER_IMAGE or repository == f"{LOCAL_REGISTRY}/heketi-csi"
+
+
 def driver_invocation(container: Obj) -> tuple[str, list[str]] | None:
     """(subcommand, arguments) when the container runs heketi-csi, else None.
 
@@ -236,7 +243,7 @@ def driver_invocation(container: Obj) -> tuple[str, list[str]] | None:
     args = list(container.get("args", []))
     if command[:1] == ["heketi-csi"]:
         argv = command[1:] + args
-    elif not command and _split_image(container.get("image", ""))[0] == DRIVER_IMAGE:
+    elif not command and _is_driver_image(container.get("image", "")):
         argv = args
     else:
         return None
@@ -697,11 +704,12 @@ def test_driver_image_can_be_overridden_by_kustomize() -> None:
     for name in ("base", "e2e", "local"):
         images = {i["name"] for i in load_kustomization(K8S / name).get("images", [])}
         assert DRIVER_IMAGE in images, name
-    for name in ("e2e", "local"):
+    for name, prefix in (("e2e", "ghcr.io/heketi-csi"), ("local", LOCAL_REGISTRY)):
         objects = build(K8S / name)
+        driver, dev = f"{prefix}/heketi-csi", f"{prefix}/heketi-csi-dev"
         tags = {_split_image(c["image"]) for o in objects for c in containers_of(o)
-                if _split_image(c["image"])[0] in (DRIVER_IMAGE, DEV_IMAGE)}
-        assert tags == {(DRIVER_IMAGE, name), (DEV_IMAGE, name)}, name
+                if _split_image(c["image"])[0] in (driver, dev)}
+        assert tags == {(driver, name), (dev, name)}, name
 
 
 def _memory_mib(value: str) -> float:
@@ -1106,13 +1114,15 @@ def test_e2e_simulator_uses_the_hosts_glusterd() -> None:
 
 
 def test_local_overlay_fits_the_local_cluster() -> None:
-    """k8s/local: e2e with the images built here (never pulled) and Heketi at the node IP,
-    since that cluster has neither DNS nor kube-proxy."""
+    """k8s/local: e2e with the images built here pulled from the cluster's own registry
+    (never imported) and Heketi at the node IP, since that cluster has neither DNS nor
+    kube-proxy."""
     objects = build(K8S / "local")
     ours = [c for o in objects for c in containers_of(o)
-            if _split_image(c["image"])[0] in (DRIVER_IMAGE, DEV_IMAGE)]
+            if _split_image(c["image"])[0] in (f"{LOCAL_REGISTRY}/heketi-csi",
+                                               f"{LOCAL_REGISTRY}/heketi-csi-dev")]
     assert len(ours) == 4, "controller, node, registrar, simulator"
-    assert all(c["imagePullPolicy"] == "Never" for c in ours)
+    assert all(c["imagePullPolicy"] == "IfNotPresent" for c in ours)
     assert _controller_heketi_url(objects) == LOCAL_HEKETI_URL
     port = int(flag_value(_simulator_container()["args"], "--port") or 0)
     assert LOCAL_HEKETI_URL.endswith(f":{port}")
