@@ -5,7 +5,7 @@
 #   GO="$(bash tools/go.sh)"
 #
 # Which Go: GO_MIN is the newest `go` directive of the go.mod files under devtools/k8s/gomod/
-# (tests/unit/test_go_toolchain.py keeps it so). A `go` on PATH that is at least GO_MIN is used
+# (tests/unit/test_setup_scripts.py keeps it so). A `go` on PATH that is at least GO_MIN is used
 # as it is. Otherwise Go GO_VERSION is taken from the Go module proxy, where the official
 # toolchains are published as the module golang.org/toolchain, and kept in the cache: any Go
 # downloads that module with `go mod download` (Debian 12's golang-go is 1.19, too old for the
