@@ -21,7 +21,7 @@ from pathlib import Path
 from google.protobuf.message import Message
 
 from services.node import mountinfo
-from tests.fuzz.values import RELATIVE_ROOTS, World
+from tests.fuzz.values import RELATIVE_ROOTS, World, all_contexts
 
 SLOW_S = 5.0
 BAD_CODES = ("INTERNAL", "UNKNOWN")
@@ -94,6 +94,7 @@ class Observer:
         self.log_dirs = list(log_dirs)
         self.variants = marker_variants(world.marker)
         self.mounts = {m.mount_id for m in mountinfo.read()}
+        self.volumes: set[str] = set()  # gluster volumes the session's requests have named
         self.sandbox = _tree(world.sandbox)
         self.base_entries = set(os.listdir(base))
         self.offsets: dict[Path, int] = {}
@@ -132,14 +133,19 @@ class Observer:
         return next((v for v in self.variants if v in text), "")
 
     def _mounts(self) -> list[tuple[str, str]]:
+        """New mounts outside the kubelet root that are this session's: under its directory,
+        or of a gluster volume its requests name. (Other test runs on the machine mount
+        their own volumes meanwhile; those are not the driver under test.)"""
         found = []
         root = str(self.world.kubelet_root) + "/"
+        self.volumes |= {c["volume"] for c in all_contexts(self.world) if c.get("volume")}
         for mount in mountinfo.read():
             if mount.mount_id in self.mounts:
                 continue
             self.mounts.add(mount.mount_id)
             point = mount.mount_point
-            ours = point.startswith(str(self.base) + "/") or "fuzz" in mount.source
+            ours = point.startswith(str(self.base) + "/") or \
+                mount.source.partition(":")[2] in self.volumes
             if ours and not point.startswith(root):
                 found.append(("mount-outside-root",
                               f"{mount.fstype} {mount.source} mounted at {point}"))

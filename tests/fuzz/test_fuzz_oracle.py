@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from services.node import mountinfo
+from tests.fuzz import oracle
 from tests.fuzz.oracle import Observer, Outcome, marker_variants
 from tests.fuzz.values import RELATIVE_ROOTS, World
 from tests.support.host import require_host
@@ -109,3 +111,27 @@ def test_mounts_outside_the_kubelet_root(tmp_path: Path) -> None:
     finally:
         for target in reversed(mounted):
             subprocess.run(["umount", str(target)], check=False)
+
+
+def test_only_this_sessions_volumes_count_as_its_mounts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another test run on the machine mounting its own fuzz volume somewhere is not a mount
+    the driver under test made; the session's own volume mounted outside the root is."""
+    world = _world(tmp_path)
+    world.mountable.append({"volume": "fuzzfix_ours_0", "hosts": "h"})
+    table: list[mountinfo.Mount] = []
+    monkeypatch.setattr(oracle.mountinfo, "read", lambda: list(table))
+    observer = Observer(world, tmp_path, [tmp_path / "logs"])
+
+    def gluster(mount_id: int, source: str, point: str) -> mountinfo.Mount:
+        return mountinfo.Mount(mount_id, 1, 0, 50, "/", point, ("rw",), "fuse.glusterfs",
+                               source, ("rw",))
+
+    table.append(gluster(10, "h:fuzzfix_theirs_0", "/tmp/hcsi-other/kubelet/pods/p/mount"))
+    table.append(gluster(11, "h:fuzzfix_theirs_0", "/run/heketi-csi/scratch/other/ro-x"))
+    assert observer.after(OK, 0, []) == []
+    table.append(gluster(12, "h:fuzzfix_ours_0", "/run/heketi-csi/scratch/ours/ro-y"))
+    table.append(gluster(13, "h:fuzzfix_ours_0", f"{world.kubelet_root}/pods/p/mount"))
+    found = observer.after(OK, 0, [])
+    assert _kinds(found) == ["mount-outside-root"], found
+    assert found[0][1].endswith("mounted at /run/heketi-csi/scratch/ours/ro-y")
