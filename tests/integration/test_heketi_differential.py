@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import re
+import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,7 +35,8 @@ from devtools.heketi_real import HeketiNotBuilt, RealHeketi, RealHeketiConfig
 from devtools.heketi_sim.server import HeketiSimulator
 from services.controller.heketi.auth import authorization_header, make_token
 
-ADMIN_KEY, USER_KEY = "differential-admin-key", "differential-user-key"
+# random per run: the real Heketi listens on every address of the host
+ADMIN_KEY, USER_KEY = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
 ZERO = "0" * 32
 EXTENT_KIB = 4096
 _ID_RE = re.compile(r"\b[0-9a-f]{32}\b")
