@@ -672,8 +672,7 @@ async def test_retry_after_is_honoured(target: HeketiTarget) -> None:
 # --- TLS -------------------------------------------------------------------------------
 
 
-async def test_tls_with_a_ca_bundle(target: HeketiTarget, tmp_path: Path) -> None:
-    target.require_sim("a simulator serving HTTPS")
+async def test_tls_with_a_ca_bundle(heketi_backend: str, tmp_path: Path) -> None:
     if shutil.which("openssl") is None:
         pytest.fail("openssl is not installed: it makes this test's certificate "
                     "(tools/setup.sh installs it)", pytrace=False)
@@ -684,7 +683,7 @@ async def test_tls_with_a_ca_bundle(target: HeketiTarget, tmp_path: Path) -> Non
         "-keyout", str(key), "-out", str(cert),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     assert await proc.wait() == 0
-    async with sim_target(tls_cert=cert, tls_key=key) as tls:
+    async with fresh_target(heketi_backend, tls_cert=cert, tls_key=key) as tls:
         assert tls.url.startswith("https://")
         trusting = tls.client(ca_file=str(cert))
         assert isinstance(await trusting.list_volume_ids(), list)
