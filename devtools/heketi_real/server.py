@@ -88,6 +88,9 @@ class RealHeketiConfig:
     # serve HTTPS with this certificate (also the CA the helpers here trust) and key
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # a session of its own, to outlive the caller (`up`); otherwise it stays in the caller's
+    # process group, so that an interrupted test run (Ctrl-C) ends it too
+    detached: bool = False
 
     def __repr__(self) -> str:  # keeps the keys out of reprs and tracebacks
         return (f"RealHeketiConfig(nodes={self.nodes}, devices_per_node={self.devices_per_node}"
@@ -243,7 +246,7 @@ class RealHeketi:
             self.proc = subprocess.Popen(
                 argv, cwd=self.state_dir, env=env,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                start_new_session=cfg.detached)
 
     def _wait_hello(self) -> bool:
         """True once /hello answers; False if the process ended first."""
