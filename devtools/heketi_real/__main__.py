@@ -64,7 +64,7 @@ def up(args: argparse.Namespace) -> int:
     shutil.rmtree(state, ignore_errors=True)
     cfg = replace(RealHeketiConfig(), nodes=args.nodes, devices_per_node=args.devices,
                   device_size_gib=args.device_size_gib, max_inflight=args.max_inflight,
-                  state_dir=state, port=args.port)
+                  state_dir=state, port=args.port, detached=True)
     heketi = RealHeketi(cfg)
     print(f"starting Heketi with the mock executor: {cfg.nodes} nodes x {cfg.devices_per_node} "
           f"devices of {cfg.device_size_gib} GiB, state in {state}", flush=True)

@@ -26,6 +26,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -84,6 +85,12 @@ class RealHeketiConfig:
     # after start and between runs; 0 keeps Heketi's defaults (60 s, then hourly)
     cleaner_start_s: int = 0
     cleaner_refresh_s: int = 0
+    # serve HTTPS with this certificate (also the CA the helpers here trust) and key
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # a session of its own, to outlive the caller (`up`); otherwise it stays in the caller's
+    # process group, so that an interrupted test run (Ctrl-C) ends it too
+    detached: bool = False
 
     def __repr__(self) -> str:  # keeps the keys out of reprs and tracebacks
         return (f"RealHeketiConfig(nodes={self.nodes}, devices_per_node={self.devices_per_node}"
@@ -148,7 +155,13 @@ class RealHeketi:
     # --- what clients need ------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        scheme = "https" if self.config.tls_cert else "http"
+        return f"{scheme}://{HOST}:{self.port}"
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        if self.config.tls_cert is None:
+            return None
+        return ssl.create_default_context(cafile=str(self.config.tls_cert))
 
     @property
     def admin_key(self) -> str:
@@ -205,7 +218,7 @@ class RealHeketi:
 
     def _spawn(self, heketi: Path) -> None:
         cfg = self.config
-        conf = {
+        conf: dict[str, Any] = {
             "port": str(self.port),
             "jwt": {"admin": {"key": cfg.admin_key}, "user": {"key": cfg.user_key}},
             "glusterfs": {
@@ -217,6 +230,8 @@ class RealHeketi:
                 "refresh_time_background_cleaner": cfg.cleaner_refresh_s,
             },
         }
+        if cfg.tls_cert is not None and cfg.tls_key is not None:
+            conf.update(enable_tls=True, cert_file=str(cfg.tls_cert), key_file=str(cfg.tls_key))
         conf_path = self.state_dir / "heketi.json"
         fd = os.open(conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -231,7 +246,7 @@ class RealHeketi:
             self.proc = subprocess.Popen(
                 argv, cwd=self.state_dir, env=env,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                start_new_session=cfg.detached)
 
     def _wait_hello(self) -> bool:
         """True once /hello answers; False if the process ended first."""
@@ -241,7 +256,8 @@ class RealHeketi:
             if self.proc.poll() is not None:
                 return False
             with (contextlib.suppress(OSError),
-                  urllib.request.urlopen(f"{self.url}/hello", timeout=2) as resp):
+                  urllib.request.urlopen(f"{self.url}/hello", timeout=2,
+                                         context=self._ssl()) as resp):
                 if resp.status == 200:
                     return True
             time.sleep(0.05)
@@ -272,7 +288,9 @@ class RealHeketi:
             token = make_token(method, path, "admin", self.admin_key)
             req.add_header("Authorization", authorization_header(token))
         try:
-            with _NO_REDIRECTS.open(req, timeout=10) as resp:
+            opener = _NO_REDIRECTS if self._ssl() is None else urllib.request.build_opener(
+                _NoRedirect, urllib.request.HTTPSHandler(context=self._ssl()))
+            with opener.open(req, timeout=10) as resp:
                 return resp.status, dict(resp.headers), resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, dict(exc.headers), exc.read()

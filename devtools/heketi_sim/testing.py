@@ -149,7 +149,7 @@ async def sim_target(**sim_options: Any) -> AsyncIterator[HeketiTarget]:
 # SimConfig fields a fresh real Heketi can take too (RealHeketiConfig's names)
 _REAL_OPTIONS = {"nodes": "nodes", "devices_per_node": "devices_per_node",
                  "device_size_gib": "device_size_gib", "use_auth": "use_auth",
-                 "max_inflight": "max_inflight"}
+                 "max_inflight": "max_inflight", "tls_cert": "tls_cert", "tls_key": "tls_key"}
 
 
 @contextlib.asynccontextmanager

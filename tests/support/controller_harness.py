@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
@@ -21,7 +22,8 @@ from services.controller.ids import parse_owned_name
 
 T = TypeVar("T")
 GIB = 1 << 30
-KEY = "controller-test-admin-key"
+# random per run: a real Heketi the tests start listens on every address of the host
+KEY = f"controller-test-{secrets.token_urlsafe(16)}"
 NODE = "node-a"
 MODE = csi_pb2.VolumeCapability.AccessMode
 
