@@ -48,6 +48,7 @@ OTHER_FLAGS = {
     "--v": "the sidecars' log level",
     "--system-reserved": "kubelet",
     "--iptables": "dockerd (docs/compose.md: how the private dockerd runs)",
+    "--disable-auth": "Heketi's own server (docs/simulator.md: how the real one runs here)",
 }
 # Upper-case words in code that are not environment variables of ours.
 OTHER_NAMES = {
@@ -214,11 +215,16 @@ def chart_values(root: Path) -> Any:
 
 
 def value_exists(values: Any, dotted: str) -> bool:
+    """`a.b.c` names a value of values.yaml; `list[0].field` an item of a list value, whose
+    items the user writes (only the list itself must be a value)."""
     node = values
-    for key in dotted.removesuffix("[]").split("."):
+    for part in dotted.removesuffix("[]").split("."):
+        key, indexed, _ = part.partition("[")
         if not isinstance(node, dict) or key not in node:
             return False
         node = node[key]
+        if indexed:
+            return isinstance(node, list)
     return True
 
 

@@ -29,6 +29,8 @@ PLACEHOLDER = re.compile(r"[<>*{}]")
 # Named on purpose although they are not files: (file, name) -> why.
 NOT_FILES = {
     ("bench/__main__.py", "bench.bench_x"): "stands for any benchmark module",
+    ("tests/unit/test_docs_refs.py", "docs/recovery.md"):
+        "the name a doc is renamed to in that test's negative case",
 }
 
 
@@ -61,7 +63,7 @@ def dead_references() -> list[str]:
         text = CONTINUED.sub("", path.read_text(encoding="utf-8", errors="replace"))
         for match in PATH.finditer(text):
             ref = match.group(1).rstrip(".,:;")
-            if not PLACEHOLDER.search(ref) and not _exists(ref):
+            if not PLACEHOLDER.search(ref) and not _exists(ref) and (rel, ref) not in NOT_FILES:
                 dead.append(f"{rel}: {ref}")
         for match in MODULE.finditer(text):
             name = match.group(1).rstrip(".")
