@@ -131,7 +131,7 @@ async def _gluster(*args: str, seconds: float = CLI_TIMEOUT) -> ET.Element:
         delay = min(delay * 2, 2.0)
 
 
-def _xml_of(output: str) -> tuple[str, str]:
+def split_xml(output: str) -> tuple[str, str]:
     """Split the CLI's output (stdout and stderr merged) into its XML document and the rest."""
     start = output.find("<?xml")
     end = output.rfind("</cliOutput>")
@@ -147,7 +147,7 @@ async def _gluster_once(*args: str, seconds: float) -> ET.Element:
         result = await run_command(command, seconds)
     except CommandTimeout:
         raise GlusterError(command, f"no answer within {seconds:.0f} s") from None
-    text, rest = _xml_of(result.output)
+    text, rest = split_xml(result.output)
     try:
         root = ET.fromstring(text)
     except ET.ParseError:

@@ -6,6 +6,8 @@
 #   - a virtualenv in .venv with the package and its dev extra
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=tools/apt.sh
+. tools/apt.sh
 
 T0="${HCSI_T0:-$(date +%s)}"
 step() { printf '\n==> [%5ds] setup: %s\n' "$(($(date +%s) - T0))" "$*"; }
@@ -24,12 +26,7 @@ command -v make >/dev/null 2>&1 || missing+=(make)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)
 # The Heketi simulator's sized bricks (docs/simulator.md): an XFS file system per brick.
 command -v xfs_growfs >/dev/null 2>&1 || missing+=(xfsprogs)
-if [ "${#missing[@]}" -gt 0 ]; then
-    step "installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+apt_install_missing "${missing[@]}"
 
 if ! pgrep -x glusterd >/dev/null 2>&1; then
     step "starting glusterd"

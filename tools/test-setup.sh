@@ -14,6 +14,8 @@
 # The upstream storage suite's e2e.test is built by `make test-e2e`, the only one that runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=tools/apt.sh
+. tools/apt.sh
 
 CSI_SANITY_VERSION=v5.6.0
 CACHE="${HEKETI_CSI_CACHE:-$HOME/.cache/heketi-csi}"
@@ -37,12 +39,7 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
-if [ "${#missing[@]}" -gt 0 ]; then
-    step "installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+apt_install_missing "${missing[@]}"
 
 # The Compose Specification schema, for validating docker-compose.yml offline: it ships in
 # docker-compose v1's wheel, which is downloaded (not installed: it pins old PyYAML/jsonschema).

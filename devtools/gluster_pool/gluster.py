@@ -7,6 +7,7 @@ import time
 import xml.etree.ElementTree as ET
 
 from devtools.gluster_pool.processes import ALL_NS, PoolError, nsenter, run
+from devtools.glusterd import split_xml
 
 CLI_TIMEOUT = 120.0
 BUSY = ("Another transaction is in progress", "Locking failed")
@@ -21,14 +22,6 @@ class GlusterError(PoolError):
         self.gluster_message = message
 
 
-def _xml_of(output: str) -> tuple[str, str]:
-    start = output.find("<?xml")
-    end = output.rfind("</cliOutput>")
-    if start < 0 or end < start:
-        return "", output
-    end += len("</cliOutput>")
-    return output[start:end], (output[:start] + output[end:]).strip()
-
 
 async def cli_xml(pid: int, *args: str, seconds: float = CLI_TIMEOUT) -> ET.Element:
     """Run `gluster --xml ARGS` in the server whose PID 1 is `pid`; the parsed answer.
@@ -39,7 +32,7 @@ async def cli_xml(pid: int, *args: str, seconds: float = CLI_TIMEOUT) -> ET.Elem
     while True:
         result = await run([*nsenter(pid, *ALL_NS), "gluster", "--mode=script", "--xml", *args],
                            what, seconds, check=False)
-        text, rest = _xml_of(result.output)
+        text, rest = split_xml(result.output)
         try:
             root = ET.fromstring(text)
         except ET.ParseError:
