@@ -70,7 +70,7 @@ async def sh(script: str, *args: str) -> None:
     proc = await asyncio.create_subprocess_exec(
         "sh", "-c", script, "sh", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     if proc.returncode:
         raise RuntimeError(f"shell failed: {out.decode(errors='replace')}")
@@ -109,13 +109,13 @@ class Bench:
                 volume_id=v, staging_target_path=self.staging(v), volume_capability=CAP,
                 volume_context={"volume": v, "hosts": self.host},
             ), timeout=60,
-        )  # fmt: skip
+        )
         await self.stub.NodePublishVolume(
             csi_pb2.NodePublishVolumeRequest(
                 volume_id=v, staging_target_path=self.staging(v), target_path=self.target(v, pod),
                 volume_capability=CAP,
             ), timeout=60,
-        )  # fmt: skip
+        )
 
     async def down(self, v: str, pod: str = "pod") -> None:
         await self.stub.NodeUnpublishVolume(
@@ -140,7 +140,7 @@ async def main(args: argparse.Namespace) -> None:
              "--kubelet-root", str(b.root), "--gluster-log-dir", str(tmp / "logs"),
              "--repair-interval", "0", "--log-level", "warning", "--log-format", "json"],
             tmp / "node.log",
-        )  # fmt: skip
+        )
         channel: Channel | None = None
         try:
             await proc.start()
@@ -166,7 +166,7 @@ async def main(args: argparse.Namespace) -> None:
                 await b.down(v)
                 t = time.perf_counter()
                 await sh(SHELL_UP, f"{b.host}:{v}", shell_staging, shell_target,
-                         f"{tmp}/logs/shell.log")  # fmt: skip
+                         f"{tmp}/logs/shell.log")
                 shell.append(time.perf_counter() - t)
                 await sh(SHELL_DOWN, shell_staging, shell_target)
             d50, s50 = statistics.median(driver), statistics.median(shell)
@@ -187,7 +187,7 @@ async def main(args: argparse.Namespace) -> None:
                 await b.stub.NodeGetVolumeStats(req)
                 lat.append(time.perf_counter() - t)
             print(f"NodeGetVolumeStats sequential x{args.stats_calls}: "
-                  f"p50 {ms(pct(lat, 50))}  p99 {ms(pct(lat, 99))}")  # fmt: skip
+                  f"p50 {ms(pct(lat, 50))}  p99 {ms(pct(lat, 99))}")
 
             async def timed() -> float:
                 t = time.perf_counter()
@@ -198,7 +198,7 @@ async def main(args: argparse.Namespace) -> None:
             for _ in range(max(1, args.stats_calls // 50)):
                 conc.extend(await asyncio.gather(*(timed() for _ in range(50))))
             print(f"NodeGetVolumeStats 50 concurrent callers x{len(conc)}: "
-                  f"p50 {ms(pct(conc, 50))}  p99 {ms(pct(conc, 99))}")  # fmt: skip
+                  f"p50 {ms(pct(conc, 50))}  p99 {ms(pct(conc, 99))}")
 
             # 3. RSS with many volumes staged and published (10 at a time, as kubelet would).
             rest = volumes[1 : args.volumes]
@@ -207,9 +207,9 @@ async def main(args: argparse.Namespace) -> None:
                 await asyncio.gather(*(b.up(x) for x in rest[i : i + 10]))
             took = time.perf_counter() - t
             print(f"{len(rest) + 1} volumes staged+published ({len(rest)} in {took:.1f} s, "
-                  f"10 concurrent)")  # fmt: skip
+                  f"10 concurrent)")
             print(f"node RSS idle {idle_rss / 1024:.1f} MiB; with {len(rest) + 1} volumes "
-                  f"{rss_kib(proc.pid) / 1024:.1f} MiB")  # fmt: skip
+                  f"{rss_kib(proc.pid) / 1024:.1f} MiB")
             for i in range(0, len(rest), 10):
                 await asyncio.gather(*(b.down(x) for x in rest[i : i + 10]))
             await b.down(v)

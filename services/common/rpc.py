@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from google.protobuf.message import Message
 from grpclib.const import Handler, Status
@@ -53,10 +53,6 @@ _ROUTINE = frozenset({"Probe", "GetPluginInfo", "GetPluginCapabilities", "GetInf
 # Fields, in order of preference, that name the object an RPC is about.
 _ID_FIELDS = ("volume_id", "snapshot_id", "source_volume_id", "name")
 _ID_SHOWN = 256  # an id longer than any valid one is cut short in logs
-
-
-class _Base(Protocol):
-    def __mapping__(self) -> dict[str, Handler]: ...
 
 
 @dataclass

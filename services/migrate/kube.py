@@ -120,9 +120,6 @@ class Kube:
         return await self._get_maybe(f"reading StorageClass {name}",
                                      f"{_STORAGE}/storageclasses/{_seg(name)}")
 
-    async def storage_classes(self) -> list[Obj]:
-        return await self._items("listing StorageClasses", f"{_STORAGE}/storageclasses")
-
     async def secret(self, namespace: str, name: str) -> Obj | None:
         return await self._get_maybe(f"reading Secret {namespace}/{name}",
                                      f"{_core(namespace)}/secrets/{_seg(name)}")

@@ -132,14 +132,6 @@ class ClientCgroups:
                 raise CgroupError(exc.errno, f"cannot remove cgroup {directory}: "
                                   f"{exc.strerror}") from None
 
-    def memory_bytes(self, group: str) -> int | None:
-        """Memory charged to `group` (v1 memory.usage_in_bytes or v2 memory.current)."""
-        for directory in self._dirs(group):
-            for name in ("memory.usage_in_bytes", "memory.current"):
-                with contextlib.suppress(OSError, ValueError):
-                    return int((directory / name).read_text())
-        return None
-
 
 def _inherit_cpuset(parent: Path, child: Path) -> None:
     for name in _CPUSET_FILES:

@@ -536,18 +536,18 @@ class SystemMounter(Mounter):
             await self._checked(
                 [self.mount_bin, "-c", "--make-private", src.proc_path],
                 seconds, "make the staging mount private", source.path,
-            )  # fmt: skip
+            )
             if readonly:
                 async with self._readonly_copy(src, stage, seconds, target.path) as copy:
                     await self._checked(
                         [self.mount_bin, "-c", "--bind", copy.proc_path, dst.proc_path],
                         seconds, "bind-mount", target.path,
-                    )  # fmt: skip
+                    )
             else:
                 await self._checked(
                     [self.mount_bin, "-c", "--bind", src.proc_path, dst.proc_path],
                     seconds, "bind-mount", target.path,
-                )  # fmt: skip
+                )
             where = _path_of(dst)
         try:
             new = _newest_at(self.mounts(), where, before)
@@ -579,16 +579,16 @@ class SystemMounter(Mounter):
             await self._checked(
                 [self.mount_bin, "-c", "--bind", src.proc_path, directory],
                 seconds, "bind-mount a read-only copy", target,
-            )  # fmt: skip
+            )
             flags = ["remount", "bind", "ro", *(o for o in stage.options if o in _KEPT_FLAGS)]
             await self._checked(
                 [self.mount_bin, "-c", "-o", ",".join(flags), directory],
                 seconds, "remount a copy read-only", target,
-            )  # fmt: skip
+            )
             look = await run(
                 self.lane, f"look {directory}", functools.partial(open_look, directory),
                 seconds, close_look,
-            )  # fmt: skip
+            )
             yield look
         finally:
             close_look(look)
@@ -665,15 +665,15 @@ class SystemMounter(Mounter):
             look = await run(
                 self.lane, f"look {mount.mount_point}",
                 functools.partial(open_look, mount.mount_point), CLEANUP_SECONDS, close_look,
-            )  # fmt: skip
+            )
         except (OSError, DeadlineExceeded) as exc:
             _log.error("cannot open a mount to unmount it", mount_point=mount.mount_point,
-                       error=str(exc))  # fmt: skip
+                       error=str(exc))
             return
         try:
             if look.mount_id != mount.mount_id:
                 _log.error("the mount to unmount is not at its place any more; left alone",
-                           mount_point=mount.mount_point)  # fmt: skip
+                           mount_point=mount.mount_point)
                 return
             await self._umount_lazy(look, mount.mount_point, CLEANUP_SECONDS)
         finally:

@@ -52,7 +52,7 @@ _PLAIN = frozenset(
         "acl", "worm", "enable-ino32", "resolve-gids", "global-threading",
         "localtime-logging", "fopen-keep-cache",
     }
-)  # fmt: skip
+)
 
 _BOOL = re.compile(r"(?i)yes|no|true|false|on|off|enable|disable")
 _UINT = re.compile(r"[0-9]{1,10}")
@@ -110,7 +110,7 @@ _OTHER_MOUNTS = frozenset(
         "make-shared", "make-rshared", "make-private", "make-rprivate",
         "make-slave", "make-rslave", "make-unbindable", "make-runbindable",
     }
-)  # fmt: skip
+)
 
 _DRIVER_OWNED = frozenset(
     {
@@ -120,7 +120,7 @@ _DRIVER_OWNED = frozenset(
         "aux-gfid-mount", "thin-client", "oom-score-adj", "io-engine",
         "fuse-dev-eperm-ratelimit-ns", "no-root-squash", "root-squash",
     }
-)  # fmt: skip
+)
 
 _SAFE_PART = re.compile(r"[A-Za-z0-9_.:=+-]+")
 

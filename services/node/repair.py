@@ -325,7 +325,7 @@ class Repairer:
             mount = await self.mounter.mount_glusterfs(
                 record.source, place, record.options, record.log_file, self.mount_timeout,
                 group,
-            )  # fmt: skip
+            )
             times.append(loop.time())
         await self.watch.follow(record.staging_path)
         times.append(loop.time())

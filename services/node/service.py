@@ -273,7 +273,7 @@ class NodeService:
                 await self.mounter.mount_glusterfs(
                     plan.source, place, plan.options, record.log_file, self.config.mount_timeout,
                     group,
-                )  # fmt: skip
+                )
                 await self.repairer.watch.follow(staging)
                 ctx.log.info("staged", source=plan.source, staging_path=staging)
                 if record.targets:

@@ -167,7 +167,7 @@ def node_process(
             "--log-level", "debug",
         ],
         tmp / f"node-{tag}.log",
-    )  # fmt: skip
+    )
 
 
 async def start_node(
@@ -410,7 +410,7 @@ async def test_hung_mount_stats_answer_promptly(node: Node, tmp_path: Path) -> N
                 [f"server-port={port}", f"log-file={tmp_path}/hung.log"], f"{tmp_path}/hung.log",
                 20,
             )
-        )  # fmt: skip
+        )
         try:
             assert await wait_for(
                 lambda: mountinfo.mount_at(mountinfo.read(), target) is not None, 10
@@ -507,7 +507,7 @@ async def test_mount_timeout_kills_the_client_and_leaves_nothing_mounted(tmp_pat
                 await SystemMounter().mount_glusterfs(
                     f"{glusterd.hostname()}:nothing", place,
                     [f"server-port={port}", f"log-file={log}"], str(log), 2,
-                )  # fmt: skip
+                )
         assert time.monotonic() - started < 8
         assert "gluster client" in exc.value.message
         assert mountinfo.mount_at(mountinfo.read(), str(target)) is None
@@ -724,7 +724,7 @@ async def test_node_id_is_required_at_start_up(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         *HEKETI_CSI, "node", "--endpoint", f"unix://{tmp_path}/csi.sock",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode != 0
     assert b"--node-id" in out

@@ -103,14 +103,6 @@ class Durability:
         return cls("disperse", data=data, redundancy=redundancy)
 
     @property
-    def bricks_per_set(self) -> int:
-        if self.type == "replicate":
-            return max(self.replica, 1)
-        if self.type == "disperse":
-            return self.data + self.redundancy
-        return 1
-
-    @property
     def raw_factor(self) -> float:
         """Raw device space per unit of volume size (replica, (d+r)/d, or 1)."""
         if self.type == "replicate":
