@@ -164,3 +164,28 @@ async def test_migrate_reads_are_json_with_unknown_fields_kept(
     kube_failing = MigrateKube(api)
     with pytest.raises(KubeError, match="etcd is down"):
         await kube_failing._get("reading", "/fail")
+
+
+async def test_a_failing_snapshot_fails_the_wait_at_once_with_its_message(
+        server: tuple[FakeApiServer, ApiClient]) -> None:
+    """create_snapshot's wait ends on the snapshot's status.error, not in a bare timeout;
+    an optimistic-concurrency conflict the controllers retry by themselves is not one."""
+    fake, api = server
+    kube = e2e_kube.Kube(api)
+    path = "/apis/snapshot.storage.k8s.io/v1/namespaces/ns/volumesnapshots/snap"
+
+    def snapshot(status: dict[str, Any]) -> dict[str, Any]:
+        return {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+                "metadata": {"name": "snap", "namespace": "ns"}, "status": status}
+
+    fake.objects[path] = snapshot({"readyToUse": False, "error": {
+        "message": "Operation cannot be fulfilled: the object has been modified; please "
+                   "apply your changes to the latest version"}})
+    assert await e2e_kube.snapshot_status(kube, "ns", "snap") is None
+    fake.objects[path] = snapshot({"readyToUse": False, "error": {
+        "message": "failed to take snapshot of the volume: No space"}})
+    with pytest.raises(e2e_kube.SnapshotFailed, match=r"ns/snap failed: .*No space"):
+        await e2e_kube.wait_for("snapshot", lambda: e2e_kube.snapshot_status(kube, "ns", "snap"),
+                                timeout=600)
+    fake.objects[path] = snapshot({"readyToUse": True})
+    assert await e2e_kube.snapshot_status(kube, "ns", "snap") == {"readyToUse": True}
