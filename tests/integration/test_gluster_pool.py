@@ -68,6 +68,9 @@ def faults_volume(pool: GlusterPool) -> Iterator[Path]:
     asyncio.run(pool.mount("faults", target))
     yield target
     asyncio.run(pool.unmount(target))
+    # A server that a fault test restored may not be a connected peer again yet, and gluster
+    # refuses a delete while any peer is down ("Some of the peers are down").
+    asyncio.run(pool.wait_connected(pool.indexes))
     asyncio.run(pool.volume_delete("faults"))
 
 
