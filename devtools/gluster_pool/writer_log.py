@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from devtools.gluster_pool.processes import python
+from devtools.localcluster.processes import terminate
 
 WRITER = Path(__file__).with_name("writer.py")
 
@@ -38,16 +37,8 @@ class Writer:
 
     async def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM (the attempt in progress finishes), SIGKILL after `timeout`."""
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.proc.wait(), timeout)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-            await self.proc.wait()
+        if self.proc is not None:
+            await terminate(self.proc, timeout)
 
     async def __aenter__(self) -> Writer:
         return await self.start()

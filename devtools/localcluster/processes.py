@@ -24,6 +24,23 @@ HEKETI_CSI = [sys.executable, "-m", "services.cli"]
 READY_TIMEOUT = 60.0
 
 
+
+async def terminate(proc: asyncio.subprocess.Process, timeout: float,
+                    sig: int = signal.SIGTERM) -> int:
+    """Send `sig` to a running `proc` and wait for it; SIGKILL it when it has not exited within
+    `timeout`. Its exit code."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode
+
 class ClusterError(RuntimeError):
     """The cluster could not start (the message carries the failing process's log tail)."""
 
@@ -74,16 +91,7 @@ class ManagedProcess:
         """Signal the process and wait; SIGKILL it when it does not exit in time."""
         if self.proc is None:
             return None
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(sig)
-            try:
-                await asyncio.wait_for(self.proc.wait(), timeout)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                await self.proc.wait()
-        return self.proc.returncode
+        return await terminate(self.proc, timeout, sig)
 
     async def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
