@@ -37,6 +37,7 @@ from services.node.pods import connect as connect_pods
 from services.node.repair import Repairer
 from services.node.service import NodeConfig, NodeService
 from services.node.state import StateStore, state_dir
+from services.node.volfile_servers import DEFAULT_DEADLINE, VolfileProber
 
 _log = get_logger("node.main")
 
@@ -86,6 +87,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="60",
         type=float,
         help="seconds a glusterfs mount may take before it is killed",
+    )
+    add_flag(
+        parser,
+        "--volfile-probe-timeout",
+        env="VOLFILE_PROBE_TIMEOUT",
+        default=str(DEFAULT_DEADLINE),
+        type=float,
+        help="seconds the gluster servers' management port (24007) is given to answer "
+        "before a mount; the mount asks the ones that answered first for the volfile "
+        "(a silent first server would otherwise cost ~45 s); 0 = no check, Heketi's order",
     )
     add_flag(
         parser,
@@ -166,6 +177,8 @@ def check_arguments(args: argparse.Namespace) -> None:
     for flag in ("mount_timeout", "stats_timeout", "health_timeout"):
         if getattr(args, flag) <= 0:
             raise InvalidArgument(f"--{flag.replace('_', '-')} must be positive")
+    if args.volfile_probe_timeout < 0:
+        raise InvalidArgument("--volfile-probe-timeout must be 0 or positive")
     if args.client_cgroup_root and not args.client_cgroup_root.startswith("/"):
         raise InvalidArgument("--client-cgroup-root must be an absolute path")
     if args.repair_interval < 0:
@@ -230,7 +243,8 @@ def build_service(
                           delete_stale=args.delete_stale_pods)
     repairer = Repairer(mounter, store, probe, locks, config.kubelet_root, config.mount_timeout,
                         aftercare=aftercare, health_timeout=args.health_timeout)
-    return NodeService(config, mounter, store, probe, locks, repairer)
+    volfile = VolfileProber(args.volfile_probe_timeout) if args.volfile_probe_timeout else None
+    return NodeService(config, mounter, store, probe, locks, repairer, volfile=volfile)
 
 
 async def readiness() -> bool:

@@ -218,6 +218,25 @@ class GlusterMount:
     def source(self) -> str:
         return f"{self.server}:{self.volume}"
 
+    @property
+    def servers(self) -> tuple[str, ...]:
+        """The volfile server, then the backups: the order the mount tries them in."""
+        return (self.server, *self.backup_servers)
+
+    def with_servers(self, servers: Sequence[str]) -> GlusterMount:
+        """The same mount with its servers tried in the order of `servers` (the same
+        servers, re-ordered: the first serves the volfile, the others are backups)."""
+        if sorted(servers) != sorted(self.servers) or len(set(servers)) != len(servers):
+            raise ValueError("with_servers re-orders the mount's servers; it takes no others")
+        server, backups = servers[0], tuple(servers[1:])
+        options = tuple(
+            "backup-volfile-servers=" + ":".join(backups)
+            if option.startswith("backup-volfile-servers=") else option
+            for option in self.options
+        )
+        return GlusterMount(volume=self.volume, server=server, backup_servers=backups,
+                            options=options)
+
 
 def plan_mount(
     volume: str,

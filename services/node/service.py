@@ -9,6 +9,7 @@ its retry answers ABORTED until the work finished, then finds the finished mount
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import re
@@ -38,6 +39,7 @@ from services.node.mountopts import GlusterMount, volume_of_source
 from services.node.offloop import Lane
 from services.node.repair import Repairer, entangled, path_key, volume_key
 from services.node.state import StageRecord, StateStore, stage_key
+from services.node.volfile_servers import VolfileProber, describe
 
 _log = get_logger("node.service")
 
@@ -151,8 +153,12 @@ class NodeService:
         locks: KeyedOperations,
         repairer: Repairer,
         tree: Tree | None = None,
+        volfile: VolfileProber | None = None,
     ) -> None:
+        """`volfile`: asks the servers' glusterd before each mount and hands the mount a
+        reachable one first (None: the servers are tried in the order the volume gives)."""
         self.config = config
+        self.volfile = volfile
         self.mounter = mounter
         self.store = store
         self.probe = probe
@@ -199,6 +205,25 @@ class NodeService:
             log_file=self.log_file_for(volume, staging),
             log_level=self.config.gluster_log_level,
         )
+
+    async def _reachable_first(self, plan: GlusterMount, ctx: RpcContext) -> GlusterMount:
+        """`plan` with the servers whose glusterd answers first (see volfile_servers)."""
+        if self.volfile is None or len(plan.servers) < 2:
+            return plan
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        order = await self.volfile.order(plan.servers)
+        probe_ms = round((loop.time() - started) * 1000)
+        if order.none_answered:
+            ctx.log.warning("no gluster server answered on its management port; mounting "
+                            "in the volume's own order", servers=list(plan.servers),
+                            skipped=describe(order.skipped), probe_ms=probe_ms)
+            return plan
+        if order.skipped:
+            ctx.log.warning("skipped gluster servers that did not answer as first volfile "
+                            "server", skipped=describe(order.skipped),
+                            servers=list(order.servers), probe_ms=probe_ms)
+        return plan.with_servers(order.servers)
 
     async def _unmount_after_failure(self, place: Place) -> None:
         """Take down what a failed stage or publish mounted (its own error is the answer)."""
@@ -260,6 +285,8 @@ class NodeService:
             if existing is not None:
                 await self._already_staged(existing, record, plan, ctx)
                 return
+            plan = await self._reachable_first(plan, ctx)
+            record = dataclasses.replace(record, source=plan.source, options=plan.options)
             await self.tree.mkdir(place, field)
             await asyncio.to_thread(_make_dirs, self.config.gluster_log_dir)  # local disk
             # Record first: a crash right after the mount must still leave it repairable.
