@@ -3,9 +3,6 @@ is partitioned (link down, silent): the real NodeService and SystemMounter ask t
 glusterd first and mount from one that answered, within a few seconds instead of gluster's
 ~45 s connect timeout; the log names the skipped server."""
 
-# Looking at the test's own local directories is fine on the test's loop.
-# ruff: noqa: ASYNC240
-
 from __future__ import annotations
 
 import asyncio
