@@ -27,6 +27,7 @@ from aiohttp import web
 
 from devtools.heketi_sim import jwtcheck
 from devtools.heketi_sim.gluster_backend import GlusterBackend
+from devtools.heketi_sim.latency import REALISTIC
 from devtools.heketi_sim.model import BRICK_MIN_KIB, GIB_KIB, NoSpace, Topology, Volume, new_id
 from devtools.heketi_sim.pool_backend import PoolBackend, pool_hosts
 
@@ -89,7 +90,9 @@ class SimConfig:
     host: str = "127.0.0.1"
     port: int = 0
     max_inflight: int = 8
-    op_latency: float = 0.0
+    # seconds each asynchronous operation takes (latency.py: REALISTIC, or INSTANT for the
+    # fast tests, which ask for it by name)
+    op_latency: float = REALISTIC
     retry_after: int | None = None  # seconds to send with a 429 (Heketi sends none)
     clusters: int = 1
     nodes: int = 3
@@ -149,6 +152,7 @@ class HeketiSimulator:
         self.inflight = 0
         # fault injection
         self.latency: dict[str, float] = {}
+        self._configured_latency = cfg.op_latency  # what reset_faults() returns to
         self.holds: dict[str, asyncio.Event] = {}  # kind -> released when set (see hold)
         self.fail_rules: list[FailRule] = []
         self.drop_results = 0
@@ -292,7 +296,7 @@ class HeketiSimulator:
         self.offline = False
 
     def reset_faults(self) -> None:
-        self.config.op_latency = 0.0
+        self.config.op_latency = self._configured_latency
         self.latency.clear()
         self.fail_rules.clear()
         self.drop_results = 0
@@ -343,6 +347,7 @@ class HeketiSimulator:
             "throttled": self.stats.throttled,
             "max_inflight_seen": self.stats.max_inflight_seen,
             "inflight": self.inflight,
+            "op_latency": self.config.op_latency,
             "ops_started": dict(self.stats.ops_started),
             "results_dropped": self.stats.results_dropped,
             "volumes": len(self.visible_volumes()),

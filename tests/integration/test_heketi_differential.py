@@ -32,6 +32,7 @@ import aiohttp
 import pytest
 
 from devtools.heketi_real import HeketiNotBuilt, RealHeketi, RealHeketiConfig
+from devtools.heketi_sim.latency import INSTANT
 from devtools.heketi_sim.server import HeketiSimulator
 from services.controller.heketi.auth import authorization_header, make_token
 
@@ -168,7 +169,7 @@ def observe(reply: Reply) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def wires(nodes: int = 3, max_inflight: int = 8,
-                sim_latency: float = 0.0) -> AsyncIterator[tuple[Wire, Wire]]:
+                sim_latency: float = INSTANT) -> AsyncIterator[tuple[Wire, Wire]]:
     real = RealHeketi(RealHeketiConfig(nodes=nodes, max_inflight=max_inflight,
                                        admin_key=ADMIN_KEY, user_key=USER_KEY,
                                        load_with_cli=False))

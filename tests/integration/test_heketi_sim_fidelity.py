@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from devtools.heketi_sim import HeketiSimulator
+from devtools.heketi_sim.latency import INSTANT
 from devtools.heketi_sim.model import GIB_KIB
 from services.controller.heketi.auth import authorization_header, make_token
 
@@ -27,7 +28,7 @@ NO_SPACE = "Failed to allocate new volume: No space"
 
 @asynccontextmanager
 async def _sim(**options: Any) -> AsyncIterator[HeketiSimulator]:
-    async with HeketiSimulator(admin_key=KEY, **options) as sim:
+    async with HeketiSimulator(op_latency=INSTANT, admin_key=KEY, **options) as sim:
         yield sim
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import pytest
 
 from devtools.heketi_real import HeketiNotBuilt, RealHeketi, RealHeketiConfig
+from devtools.heketi_sim.latency import INSTANT
 from devtools.heketi_sim.server import HeketiSimulator
 from services.controller.heketi import HeketiClient, HeketiNotFound, VolumeInfo
 from services.controller.ids import parse_owned_name
@@ -98,7 +99,7 @@ class HeketiBackend:
 async def open_backend(name: str, admin_key: str) -> AsyncIterator[HeketiBackend]:
     """A fresh Heketi of kind `name`, stopped (and its directory removed) at the end."""
     if name == "sim":
-        async with HeketiSimulator(admin_key=admin_key) as sim:
+        async with HeketiSimulator(admin_key=admin_key, op_latency=INSTANT) as sim:
             yield HeketiBackend("sim", sim.url, admin_key, sim=sim)
         return
     if name != "real":
