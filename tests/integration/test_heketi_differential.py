@@ -521,8 +521,11 @@ async def _node_and_device_states(w: Wire) -> None:
                           "online")
     # an empty device fails (removed) and never comes back online; offline it may
     # (node 0 holds one brick at most, of replica 3, so two of its devices are empty)
-    empty = [d for d in first["devices"]
-             if not (await w.call("GET", f"/devices/{d['id']}")).json()["bricks"]][0]
+    empties = []
+    for d in first["devices"]:
+        if not (await w.call("GET", f"/devices/{d['id']}")).json()["bricks"]:
+            empties.append(d)
+    empty = empties[0]
     await _wait_state(w, "empty device offline", f"/devices/{empty['id']}/state", "offline")
     await _wait_state(w, "empty device failed", f"/devices/{empty['id']}/state", "failed")
     info = (await w.step("read failed device", "GET", f"/devices/{empty['id']}")).json()
