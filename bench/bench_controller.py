@@ -15,6 +15,7 @@ from pathlib import Path
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
 
+from devtools.heketi_sim.latency import INSTANT
 from devtools.heketi_sim.server import HeketiSimulator
 from devtools.localcluster.processes import HEKETI_CSI, ManagedProcess, wait_ready
 from services.common.logging import configure_logging
@@ -62,7 +63,7 @@ def _ours(sim: HeketiSimulator) -> Counter[str]:
 
 async def burst(count: int = 200, latency: float = 1.0, limit: int = 8) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        async with HeketiSimulator(admin_key=KEY, max_inflight=limit) as sim, \
+        async with HeketiSimulator(op_latency=INSTANT, admin_key=KEY, max_inflight=limit) as sim, \
                 _Controller(Path(tmp), sim.url, "--heketi-max-inflight", str(limit)) as ctl:
             sim.set_latency(latency, "create")
             started = time.monotonic()
@@ -83,7 +84,8 @@ async def burst(count: int = 200, latency: float = 1.0, limit: int = 8) -> None:
 
 async def requests_per_create(existing: int = 1000, creates: int = 20) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        async with HeketiSimulator(admin_key=KEY, devices_per_node=8, clusters=2) as sim:
+        async with HeketiSimulator(op_latency=INSTANT, admin_key=KEY, devices_per_node=8,
+                                   clusters=2) as sim:
             async with HeketiClient(sim.url, "admin", KEY, max_inflight=64) as client:
                 await asyncio.gather(*(
                     client.create_volume(VolumeCreateRequest(size_gib=1, name=f"other_{i}"))
@@ -107,7 +109,8 @@ async def requests_per_create(existing: int = 1000, creates: int = 20) -> None:
 
 async def retry_storm(latency: float = 5.0, deadline: float = 1.0, names: int = 5) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        async with HeketiSimulator(admin_key=KEY) as sim, _Controller(Path(tmp), sim.url) as ctl:
+        async with HeketiSimulator(op_latency=INSTANT, admin_key=KEY) as sim, \
+                _Controller(Path(tmp), sim.url) as ctl:
             sim.set_latency(latency, "create")
 
             async def caller(name: str) -> tuple[float, int]:

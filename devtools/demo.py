@@ -32,6 +32,7 @@ from typing import Protocol, TextIO, TypeVar
 from grpclib.exceptions import GRPCError
 
 from devtools.csi_client import GIB, CsiClient, is_unimplemented
+from devtools.heketi_sim.latency import add_latency_options
 from devtools.localcluster import (
     ClusterError,
     KubeletPaths,
@@ -427,7 +428,8 @@ async def run_demo(args: argparse.Namespace) -> int:
     print("Bringing the local cluster up (Heketi simulator on the local glusterd, controller, "
           "node, registrar, kubelet simulator) ...", flush=True)
     started = time.monotonic()
-    cluster = LocalCluster(args.base_dir, keep_logs=args.keep_logs)
+    cluster = LocalCluster(args.base_dir, keep_logs=args.keep_logs,
+                           heketi_op_latency=args.heketi_op_latency)
     try:
         await cluster.start()
     except ClusterError as exc:
@@ -549,6 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="with the endpoints: seconds to wait for the driver to be ready")
     parser.add_argument("--keep-logs", action="store_true",
                         help="leave the processes' logs in <base>/logs")
+    add_latency_options(parser)
     try:
         return asyncio.run(_main(parser.parse_args(argv)))
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from devtools.heketi_sim.brick_fs import BrickFsError
+from devtools.heketi_sim.latency import INSTANT, REALISTIC
 from devtools.heketi_sim.server import HeketiSimulator, SimConfig
 
 
@@ -36,8 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gluster-pool", default=None, metavar="NAME",
                    help="pool mode: real volumes across the servers of this gluster pool "
                         "(python -m devtools.gluster_pool up; not yet: clones, expansion)")
-    p.add_argument("--op-latency", type=float, default=0.0,
-                   help="seconds each asynchronous operation takes")
+    latency = p.add_mutually_exclusive_group()
+    latency.add_argument("--op-latency", type=float, default=REALISTIC, metavar="SECONDS",
+                         help="seconds each asynchronous operation takes (default "
+                              f"{REALISTIC:g}: a real create on LVM takes seconds)")
+    latency.add_argument("--instant", action="store_const", dest="op_latency",
+                         const=INSTANT,
+                         help="operations end as soon as they start (the fast tests' mode)")
     p.add_argument("--max-inflight", type=int, default=8,
                    help="running operations beyond which Heketi answers 429")
     p.add_argument("--retry-after", type=int, default=None,

@@ -18,7 +18,11 @@ Heketi v10's allocator where a client can tell:
 * the device with the most free space among the allowed ones takes the brick (Heketi walks a
   ring in pseudo-random order; which device is picked is not something a client relies on).
 
-A clone shares its source's bricks and takes no space, as in Heketi.
+A clone's bricks live in its source's thin pools and take no new space, as in Heketi
+(prepareVolumeClone: "clones do not take extra storage space"): the source's create already
+reserved `size x snapshot factor` per brick for the pool that holds the snapshots and the
+clones. A pool's space comes back only with the last brick in it (Heketi frees it when
+DestroyBricks reports the thin pool gone): deleting a source whose clone lives frees nothing.
 """
 
 from __future__ import annotations
@@ -133,8 +137,14 @@ class Brick:
     node_id: str
     volume_id: str
     size_kib: int
-    # Space taken on the device (thin pool and its metadata; 0 for a clone's bricks).
+    # Space taken on the device for the thin pool this brick holds the last claim on (its
+    # own pool and metadata; 0 for a clone's bricks, until it is the pool's last brick).
     reserved_kib: int
+    # The thin pool: the id of the brick it was made for (a clone's bricks share it).
+    pool: str = ""
+
+    def __post_init__(self) -> None:
+        self.pool = self.pool or self.id
 
 
 @dataclass
@@ -272,23 +282,29 @@ class Topology:
         return bricks
 
     def free_bricks(self, brick_ids: list[str]) -> None:
+        """Remove bricks; a thin pool's space comes back with the last brick in it."""
         for brick_id in brick_ids:
             brick = self.bricks.pop(brick_id, None)
             if brick is None:
                 continue
             device = self.devices[brick.device_id]
-            device.used_kib -= brick.reserved_kib
+            sharer = next((b for b in self.bricks.values() if b.pool == brick.pool), None)
+            if sharer is not None:
+                sharer.reserved_kib += brick.reserved_kib  # the pool stays, and its claim
+            else:
+                device.used_kib -= brick.reserved_kib
             if brick_id in device.bricks:
                 device.bricks.remove(brick_id)
 
     def clone_bricks(self, source: Volume, clone: Volume) -> list[Brick]:
-        """Bricks for a clone: same places and sizes as the source's, no extra space."""
+        """Bricks for a clone: in the source bricks' thin pools, no extra space."""
         bricks = []
         for brick_id in source.bricks:
             src = self.bricks[brick_id]
             new = new_id()
             path = f"/var/lib/heketi/mounts/vg_{src.device_id}/brick_{new}/brick"
-            brick = Brick(new, path, src.device_id, src.node_id, clone.id, src.size_kib, 0)
+            brick = Brick(new, path, src.device_id, src.node_id, clone.id, src.size_kib, 0,
+                          pool=src.pool)
             self.bricks[new] = brick
             self.devices[src.device_id].bricks.append(new)
             bricks.append(brick)

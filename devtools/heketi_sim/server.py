@@ -25,8 +25,9 @@ from typing import Any
 
 from aiohttp import web
 
-from devtools.heketi_sim import jwtcheck
+from devtools.heketi_sim import jwtcheck, states
 from devtools.heketi_sim.gluster_backend import GlusterBackend
+from devtools.heketi_sim.latency import REALISTIC
 from devtools.heketi_sim.model import BRICK_MIN_KIB, GIB_KIB, NoSpace, Topology, Volume, new_id
 from devtools.heketi_sim.pool_backend import PoolBackend, pool_hosts
 
@@ -89,7 +90,9 @@ class SimConfig:
     host: str = "127.0.0.1"
     port: int = 0
     max_inflight: int = 8
-    op_latency: float = 0.0
+    # seconds each asynchronous operation takes (latency.py: REALISTIC, or INSTANT for the
+    # fast tests, which ask for it by name)
+    op_latency: float = REALISTIC
     retry_after: int | None = None  # seconds to send with a 429 (Heketi sends none)
     clusters: int = 1
     nodes: int = 3
@@ -149,6 +152,7 @@ class HeketiSimulator:
         self.inflight = 0
         # fault injection
         self.latency: dict[str, float] = {}
+        self._configured_latency = cfg.op_latency  # what reset_faults() returns to
         self.holds: dict[str, asyncio.Event] = {}  # kind -> released when set (see hold)
         self.fail_rules: list[FailRule] = []
         self.drop_results = 0
@@ -292,7 +296,7 @@ class HeketiSimulator:
         self.offline = False
 
     def reset_faults(self) -> None:
-        self.config.op_latency = 0.0
+        self.config.op_latency = self._configured_latency
         self.latency.clear()
         self.fail_rules.clear()
         self.drop_results = 0
@@ -343,6 +347,7 @@ class HeketiSimulator:
             "throttled": self.stats.throttled,
             "max_inflight_seen": self.stats.max_inflight_seen,
             "inflight": self.inflight,
+            "op_latency": self.config.op_latency,
             "ops_started": dict(self.stats.ops_started),
             "results_dropped": self.stats.results_dropped,
             "volumes": len(self.visible_volumes()),
@@ -358,6 +363,8 @@ class HeketiSimulator:
         r.add_get(f"/clusters/{_ID}", self._cluster_info)
         r.add_get(f"/nodes/{_ID}", self._node_info)
         r.add_get(f"/devices/{_ID}", self._device_info)
+        r.add_post(f"/nodes/{_ID}/state", self._node_state)
+        r.add_post(f"/devices/{_ID}/state", self._device_state)
         r.add_get("/volumes", self._volume_list)
         r.add_post("/volumes", self._volume_create)
         r.add_get(f"/volumes/{_ID}", self._volume_info)
@@ -463,19 +470,24 @@ class HeketiSimulator:
 
     def _start(self, request: web.Request, kind: str,
                work: Callable[[], Awaitable[str | None]],
-               rollback: Callable[[], Awaitable[None]]) -> web.Response:
+               rollback: Callable[[], Awaitable[None]], *, counted: bool = True,
+               latency: float | None = None) -> web.Response:
         """Register an accepted operation, run `work` after the latency, answer 202.
 
         `work` returns the location for a 303 (or None for 204) and raises on failure;
         `rollback` undoes the synchronous part (allocation) when the operation fails.
+        An operation not `counted` does not take a throttle slot (Heketi's cheap state
+        changes).
         """
         op = Operation(new_id(), kind)
         self.queue[op.id] = op
-        self.inflight += 1
+        slots = 1 if counted else 0
+        self.inflight += slots
         self.stats.max_inflight_seen = max(self.stats.max_inflight_seen, self.inflight)
         self.stats.ops_started[kind] += 1
         failure = request.get(_QUEUE_FAILURE)
-        latency = self.latency.get(kind, self.config.op_latency)
+        if latency is None:
+            latency = self.latency.get(kind, self.config.op_latency)
         held = self.holds.get(kind)
 
         async def undo() -> None:
@@ -505,7 +517,7 @@ class HeketiSimulator:
             finally:
                 # Heketi frees the throttle slot when the operation ends, before the
                 # result is read; the result then waits in the queue.
-                self.inflight -= 1
+                self.inflight -= slots
                 op.done = True
 
         self._spawn(run())
@@ -591,6 +603,47 @@ class HeketiSimulator:
         if volume is None or not volume.visible:
             return text_response(404, "Id not found")
         return json_response(self.topology.volume_json(volume))
+
+    # --- node and device states (states.py) -------------------------------------------
+    async def _node_state(self, request: web.Request) -> web.StreamResponse:
+        return await self._set_state(request, "node")
+
+    async def _device_state(self, request: web.Request) -> web.StreamResponse:
+        return await self._set_state(request, "device")
+
+    async def _set_state(self, request: web.Request, what: str) -> web.StreamResponse:
+        msg = await _read_json(request)
+        if not states.parsable(msg):
+            return text_response(422, "request unable to be parsed")
+        problem = states.validate(msg)
+        if problem is not None:
+            return text_response(400, problem)
+        topo, item_id, state = self.topology, request.match_info["id"], msg["state"]
+        if item_id not in (topo.nodes if what == "node" else topo.devices):
+            return text_response(404, "Id not found")
+        # Failing a node or device moves bricks (long, throttled); online/offline is a
+        # database update, neither throttled nor slow.
+        failing = state == "failed"
+        if failing:
+            busy = self._throttled()
+            if busy is not None:
+                return busy
+
+        async def work() -> str | None:
+            try:
+                if what == "node":
+                    states.set_node_state(topo, item_id, state)
+                else:
+                    states.set_device_state(topo, topo.devices[item_id], state)
+            except states.StateRefused as exc:
+                raise _OpFailed(500, str(exc)) from None
+            return None
+
+        async def rollback() -> None:
+            return None
+
+        return self._start(request, "state", work, rollback, counted=failing,
+                           latency=None if failing else 0.0)
 
     # --- volume create ---------------------------------------------------------------
     async def _volume_create(self, request: web.Request) -> web.StreamResponse:

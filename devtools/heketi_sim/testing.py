@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import pytest
 
+from devtools.heketi_sim.latency import INSTANT
 from devtools.heketi_sim.server import HeketiSimulator
 from services.controller.heketi import HeketiClient, HeketiNotFound
 
@@ -133,8 +134,9 @@ async def real_target(endpoint: Endpoint) -> AsyncIterator[HeketiTarget]:
 
 @contextlib.asynccontextmanager
 async def sim_target(**sim_options: Any) -> AsyncIterator[HeketiTarget]:
-    """A fresh simulator with `sim_options` (SimConfig fields)."""
-    options = {"admin_key": TEST_ADMIN_KEY, "user_key": TEST_USER_KEY, **sim_options}
+    """A fresh simulator with `sim_options` (SimConfig fields), instant unless they say."""
+    options = {"admin_key": TEST_ADMIN_KEY, "user_key": TEST_USER_KEY, "op_latency": INSTANT,
+               **sim_options}
     async with HeketiSimulator(**options) as sim:
         target = HeketiTarget(sim.url, sim.config.admin_key, sim.config.user_key, sim)
         try:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from devtools.heketi_sim.latency import add_latency_options
 from devtools.localcluster.cluster import LocalCluster
 from devtools.localcluster.processes import ClusterError, log_tail
 
@@ -49,7 +50,7 @@ async def _up(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, on_signal, sig)
     print("starting the local cluster ...", flush=True)
     cluster = LocalCluster(args.base_dir, glusterd=not args.no_glusterd,
-                           keep_logs=args.keep_logs,
+                           keep_logs=args.keep_logs, heketi_op_latency=args.heketi_op_latency,
                            sim_args=["--unsized-bricks"] if args.unsized_bricks else [])
     try:
         await cluster.start()
@@ -92,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "size, not their own (for machines without loop devices)")
     parser.add_argument("--keep-logs", action="store_true",
                         help="leave <base>/logs behind when stopping")
+    add_latency_options(parser)
     return asyncio.run(_up(parser.parse_args(argv)))
 
 

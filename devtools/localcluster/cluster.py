@@ -39,6 +39,7 @@ from pathlib import Path
 from types import TracebackType
 
 from devtools import glusterd
+from devtools.heketi_sim.latency import REALISTIC
 from devtools.localcluster.processes import (
     HEKETI_CSI,
     READY_TIMEOUT,
@@ -118,6 +119,9 @@ class LocalCluster:
     glusterd: back the simulator with the local glusterd, so that volumes really mount. With
       False the simulator keeps volumes in memory (controller-only work; stage fails).
     heketi_url/admin_key: use this (real) Heketi instead of starting the simulator.
+    heketi_op_latency: seconds each simulator operation takes (default
+      `devtools.heketi_sim.latency.REALISTIC`, as a real create; the fast tests pass
+      `INSTANT`).
     sim_args/controller_args/node_args/registrar_args: extra command-line arguments.
     kubelet: start the registrar and the kubelet simulator (on by default).
     keep_logs: leave `<base>/logs` behind at teardown (everything else is removed).
@@ -135,6 +139,7 @@ class LocalCluster:
         kubelet: bool = True,
         heketi_url: str | None = None,
         admin_key: str | None = None,
+        heketi_op_latency: float = REALISTIC,
         driver_name: str = DEFAULT_DRIVER_NAME,
         node_id: str | None = None,
         keep_logs: bool = False,
@@ -145,6 +150,7 @@ class LocalCluster:
         self.use_glusterd = glusterd and heketi_url is None
         self.external_heketi = heketi_url is not None
         self.sim_args = list(sim_args)
+        self.heketi_op_latency = heketi_op_latency
         self.controller_args = list(controller_args)
         self.node_args = list(node_args)
         self.registrar_args = list(registrar_args)
@@ -358,7 +364,8 @@ class LocalCluster:
             raise ClusterError(str(exc)) from None
 
     async def _start_sim(self) -> None:
-        args = ["--port", "0", "--admin-key", self.admin_key, "--user-key", self.user_key]
+        args = ["--port", "0", "--admin-key", self.admin_key, "--user-key", self.user_key,
+                "--op-latency", f"{self.heketi_op_latency:g}"]
         if self.use_glusterd:
             args += ["--glusterd", "--brick-root", str(self.brick_root)]
         sim = await self._process("heketi-sim", [

@@ -39,6 +39,7 @@ from grpclib.client import Channel
 from grpclib.server import Server, Stream
 
 from devtools.csi_client import GIB
+from devtools.heketi_sim.latency import INSTANT
 from devtools.localcluster import LocalCluster
 from services.common.proto import csi_grpc
 
@@ -327,7 +328,7 @@ def describe_failures(report: SanityReport) -> str:
 async def test_csi_sanity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     binary = sanity_binary()
     log = tmp_path / "csi-sanity.log"
-    async with LocalCluster(keep_logs=False) as cluster:
+    async with LocalCluster(keep_logs=False, heketi_op_latency=INSTANT) as cluster:
         mount_dir, _ = sanity_dirs(cluster)
         proxy = KubeletTargets(cluster.node_socket, mount_dir, tmp_path / "node.sock",
                                pod_volume_dir(cluster, OTHER_POD_UID))

@@ -176,7 +176,8 @@ async def test_controller_deleted_during_a_burst_of_20_claims_makes_exactly_20_v
         pvcs = (await kube.core.list_namespaced_persistent_volume_claim(namespace)).items
         assert sum(1 for p in pvcs if p.status.phase == "Bound") < len(names)
     finally:
-        await sim_request(kube, cluster, "POST", "/_sim/faults", {"op_latency": 0})
+        # back to the latency the manifest gives (--op-latency)
+        await sim_request(kube, cluster, "POST", "/_sim/faults", {"reset": True})
 
     handles = {(await bound_pv(kube, namespace, name, timeout=300)).spec.csi.volume_handle
                for name in names}

@@ -38,6 +38,7 @@ from typing import Any
 import pytest
 
 from devtools.csi_client import CsiClient
+from devtools.heketi_sim.latency import INSTANT
 from devtools.heketi_sim.server import HeketiSimulator
 from devtools.localcluster import BackgroundCluster, ClusterError, LocalCluster
 from devtools.localcluster.processes import wait_ready
@@ -50,7 +51,7 @@ def cluster_options() -> dict[str, Any]:
     url = os.environ.get("HEKETI_TEST_URL")
     if url:
         return {"heketi_url": url, "admin_key": os.environ.get("HEKETI_TEST_ADMIN_KEY", "")}
-    return {}
+    return {"heketi_op_latency": INSTANT}
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +101,7 @@ async def heketi(heketi_backend: str) -> AsyncIterator[HeketiBackend]:
 
 @pytest.fixture
 async def sim() -> AsyncIterator[HeketiSimulator]:
-    async with HeketiSimulator(admin_key=KEY) as simulator:
+    async with HeketiSimulator(admin_key=KEY, op_latency=INSTANT) as simulator:
         yield simulator
 
 

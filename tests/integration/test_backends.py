@@ -10,6 +10,7 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from devtools.heketi_sim.latency import INSTANT
 from devtools.heketi_sim.server import HeketiSimulator
 from devtools.localcluster.processes import HEKETI_CSI, ManagedProcess, wait_ready
 from services.common.proto import csi_grpc, csi_pb2
@@ -19,8 +20,8 @@ from tests.support.controller_harness import cap, create_request, our_volumes
 
 @pytest.fixture
 async def two_sims():
-    async with HeketiSimulator(admin_key="key-east") as east, \
-            HeketiSimulator(admin_key="key-west") as west:
+    async with HeketiSimulator(op_latency=INSTANT, admin_key="key-east") as east, \
+            HeketiSimulator(op_latency=INSTANT, admin_key="key-west") as west:
         yield east, west
 
 

@@ -112,6 +112,23 @@ async def test_no_space_is_resource_exhausted(ctl, heketi):
     assert not await heketi.our_volumes()
 
 
+async def test_replica_3_with_a_node_offline_is_resource_exhausted_until_it_is_back(ctl, heketi):
+    async with heketi.client() as client:
+        cluster = await client.cluster_info((await client.list_cluster_ids())[0])
+    node = cluster.nodes[0]
+    await heketi.set_state("node", node, "offline")
+    with pytest.raises(GRPCError) as err:
+        await ctl.stub.CreateVolume(create_request("pvc-offline", 1, volumetype="replicate:3"))
+    assert err.value.status is Status.RESOURCE_EXHAUSTED, err.value
+    assert "Failed to allocate new volume: No space" in (err.value.message or ""), err.value
+    assert not await heketi.our_volumes()
+    await heketi.set_state("node", node, "online")
+    made = await ctl.stub.CreateVolume(create_request("pvc-offline", 1, volumetype="replicate:3"))
+    volume = await heketi.volume(made.volume.volume_id.split(":")[-1])
+    assert len({b.node for b in volume.bricks}) == 3 and node in {b.node for b in volume.bricks}
+    assert list((await heketi.our_volumes()).values()) == [1]
+
+
 async def test_expansion_beyond_free_space_is_resource_exhausted(ctl, heketi):
     vid = (await ctl.stub.CreateVolume(create_request("pvc-grow-huge"))).volume.volume_id
     with pytest.raises(GRPCError) as err:

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from devtools.heketi_sim import HeketiSimulator
+from devtools.heketi_sim.latency import INSTANT
 from devtools.heketi_sim.model import GIB_KIB
 from services.controller.heketi.auth import authorization_header, make_token
 
@@ -27,7 +28,7 @@ NO_SPACE = "Failed to allocate new volume: No space"
 
 @asynccontextmanager
 async def _sim(**options: Any) -> AsyncIterator[HeketiSimulator]:
-    async with HeketiSimulator(admin_key=KEY, **options) as sim:
+    async with HeketiSimulator(op_latency=INSTANT, admin_key=KEY, **options) as sim:
         yield sim
 
 
@@ -203,3 +204,31 @@ async def test_unknown_routes_and_non_hex_ids_are_invalid_paths() -> None:
         for method, path in (("GET", "/volumes/not-hex"), ("GET", "/nonsense"),
                              ("DELETE", "/volumes/xyz")):
             assert await _call(sim, method, path) == (404, "Invalid path or request"), path
+
+
+# --- clones and thin pools -------------------------------------------------------------------
+
+
+async def test_a_clone_takes_no_space_and_its_pools_outlive_the_source() -> None:
+    """Heketi's rule (the mock executor panics on clone, so it cannot be compared): a clone's
+    bricks live in the source's thin pools (size x snapshot factor, reserved by the source's
+    create) and take nothing more; a pool's space comes back with its last brick only."""
+    async with _sim() as sim:
+        start = await _free_kib_by_node(sim)
+        source = await _create(sim, size=2, durability={"type": "replicate",
+                                                         "replicate": {"replica": 3}},
+                               snapshot={"enable": True, "factor": 2})
+        spent = {n: start[n] - f for n, f in (await _free_kib_by_node(sim)).items()}
+        assert all(s >= 4 * GIB_KIB for s in spent.values()), spent  # 2 GiB x factor 2
+        status, text = await _call(sim, "POST", f"/volumes/{source['id']}/clone",
+                                   {"name": "clone_a"})
+        assert status == 200, text
+        clone = json.loads(text)
+        after_clone = await _free_kib_by_node(sim)
+        assert {n: start[n] - f for n, f in after_clone.items()} == spent
+        # the source goes: its pools stay, the clone's bricks are in them
+        assert (await _call(sim, "DELETE", f"/volumes/{source['id']}"))[0] == 204
+        assert await _free_kib_by_node(sim) == after_clone
+        # the last brick of each pool goes: all the space is back
+        assert (await _call(sim, "DELETE", f"/volumes/{clone['id']}"))[0] == 204
+        assert await _free_kib_by_node(sim) == start

@@ -13,6 +13,7 @@ import pytest
 
 from devtools import glusterd
 from devtools.heketi_sim import HeketiSimulator
+from devtools.heketi_sim.latency import INSTANT
 from devtools.heketi_sim.testing import TEST_ADMIN_KEY, unique_name
 from services.controller.heketi import (
     Durability,
@@ -80,7 +81,7 @@ async def _umount(mountpoint: Path) -> None:
 
 @pytest.fixture
 async def gluster_sim(tmp_path: Path) -> AsyncIterator[HeketiSimulator]:
-    async with HeketiSimulator(admin_key=TEST_ADMIN_KEY, glusterd=True,
+    async with HeketiSimulator(op_latency=INSTANT, admin_key=TEST_ADMIN_KEY, glusterd=True,
                                brick_root=tmp_path / "bricks") as sim:
         yield sim
 

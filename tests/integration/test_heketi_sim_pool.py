@@ -13,6 +13,7 @@ import pytest
 
 from devtools.gluster_pool import GlusterPool, PoolConfig
 from devtools.heketi_sim import HeketiSimulator
+from devtools.heketi_sim.latency import INSTANT
 from devtools.heketi_sim.testing import TEST_ADMIN_KEY, unique_name
 from services.controller.heketi import (
     Durability,
@@ -39,7 +40,8 @@ def pool() -> Iterator[GlusterPool]:
 
 @pytest.fixture
 async def sim(pool: GlusterPool) -> AsyncIterator[HeketiSimulator]:
-    async with HeketiSimulator(admin_key=TEST_ADMIN_KEY, gluster_pool="gpsim") as sim:
+    async with HeketiSimulator(op_latency=INSTANT, admin_key=TEST_ADMIN_KEY,
+                               gluster_pool="gpsim") as sim:
         yield sim
     pool.reload()
     assert [fs for i in pool.indexes for fs in pool.state.server(i).filesystems] == []

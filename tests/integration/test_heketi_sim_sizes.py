@@ -17,6 +17,7 @@ import pytest
 from devtools import glusterd
 from devtools.heketi_sim import HeketiSimulator
 from devtools.heketi_sim.brick_fs import unsupported_reason
+from devtools.heketi_sim.latency import INSTANT
 from devtools.heketi_sim.testing import TEST_ADMIN_KEY, unique_name
 from services.common.commands import run_command
 from services.controller.heketi import (
@@ -78,7 +79,7 @@ async def sized(tmp_path: Path) -> AsyncIterator[tuple[HeketiSimulator, HeketiCl
     if reason is not None:
         pytest.fail(f"this machine cannot make sized bricks: {reason}")
     mounts = Mounts(tmp_path)
-    async with (HeketiSimulator(admin_key=TEST_ADMIN_KEY, glusterd=True,
+    async with (HeketiSimulator(op_latency=INSTANT, admin_key=TEST_ADMIN_KEY, glusterd=True,
                                 brick_root=tmp_path / "bricks") as sim,
                 HeketiClient(sim.url, "admin", TEST_ADMIN_KEY) as client):
         try:
@@ -159,7 +160,8 @@ async def test_directory_bricks_report_the_host_disk(tmp_path: Path) -> None:
     """The opt-out lies, as it says: a 1 GiB volume shows the disk under the brick root."""
     name = unique_name("unsized")
     mounts = Mounts(tmp_path)
-    async with HeketiSimulator(admin_key=TEST_ADMIN_KEY, glusterd=True, sized_bricks=False,
+    async with HeketiSimulator(op_latency=INSTANT, admin_key=TEST_ADMIN_KEY, glusterd=True,
+                               sized_bricks=False,
                                brick_root=tmp_path / "bricks") as sim:
         try:
             async with HeketiClient(sim.url, "admin", TEST_ADMIN_KEY) as client:

@@ -25,6 +25,7 @@ from grpclib.exceptions import GRPCError
 from devtools import glusterd
 from devtools.csi_client import GIB, CsiClient
 from devtools.demo import Demo, DemoFailed, Reporter
+from devtools.heketi_sim.latency import INSTANT
 from devtools.localcluster import REPO_ROOT, ClusterError, LocalCluster, mounts_under
 from tests.support.demo_output import demo_problems
 
@@ -84,7 +85,7 @@ async def test_shared_cluster_is_ready_on_every_endpoint(
 
 # --- teardown ----------------------------------------------------------------------------------
 async def test_teardown_undoes_what_a_careless_test_left() -> None:
-    async with LocalCluster() as cluster:
+    async with LocalCluster(heketi_op_latency=INSTANT) as cluster:
         async with CsiClient(cluster.controller_socket) as ctl, \
                 CsiClient(cluster.node_socket) as node:
             name, staging, target = await mount_a_volume(cluster, ctl, node, "pvc-careless")
@@ -100,7 +101,7 @@ async def test_teardown_undoes_what_a_careless_test_left() -> None:
 
 
 async def test_teardown_after_crashes_still_cleans_mounts_volumes_and_dir() -> None:
-    cluster = LocalCluster()
+    cluster = LocalCluster(heketi_op_latency=INSTANT)
     await cluster.start()
     try:
         async with CsiClient(cluster.controller_socket) as ctl, \
@@ -124,7 +125,8 @@ async def test_teardown_after_crashes_still_cleans_mounts_volumes_and_dir() -> N
 
 
 async def test_failed_start_reports_the_log_and_leaves_nothing() -> None:
-    cluster = LocalCluster(controller_args=["--heketi-max-inflight", "0"])
+    cluster = LocalCluster(controller_args=["--heketi-max-inflight", "0"],
+                           heketi_op_latency=INSTANT)
     with pytest.raises(ClusterError) as failure:
         await cluster.start()
     assert "--heketi-max-inflight must be at least 1" in str(failure.value)
@@ -136,7 +138,7 @@ async def test_failed_start_reports_the_log_and_leaves_nothing() -> None:
 
 
 async def test_cancelled_start_leaves_nothing() -> None:
-    cluster = LocalCluster()
+    cluster = LocalCluster(heketi_op_latency=INSTANT)
     task = asyncio.create_task(cluster.start())
     for _ in range(600):
         if "controller" in cluster.processes:
@@ -190,7 +192,7 @@ async def _client(*args: str) -> tuple[int, str]:
 
 async def test_make_up_prints_how_to_talk_to_it_and_stops_clean_on_ctrl_c() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "devtools.localcluster", cwd=REPO_ROOT,
+        sys.executable, "-m", "devtools.localcluster", "--instant-heketi", cwd=REPO_ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     assert proc.stdout is not None
     try:
@@ -261,7 +263,7 @@ async def test_demo_fails_on_an_unimplemented_step_and_on_a_step_whose_need_fail
 async def test_demo_plays_every_step_and_exits_0_leaving_nothing() -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "devtools.demo", cwd=REPO_ROOT, env=env,
+        sys.executable, "-m", "devtools.demo", "--instant-heketi", cwd=REPO_ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), DEMO_TIMEOUT)

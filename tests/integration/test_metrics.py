@@ -23,6 +23,7 @@ from grpclib.const import Status
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools import glusterd
+from devtools.heketi_sim.latency import INSTANT
 from devtools.heketi_sim.server import HeketiSimulator
 from devtools.localcluster import KubeletPaths
 from devtools.localcluster.processes import HEKETI_CSI, ManagedProcess, wait_ready
@@ -71,7 +72,8 @@ def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
 
 @pytest.fixture
 async def sim() -> AsyncIterator[HeketiSimulator]:
-    async with HeketiSimulator(admin_key=KEY, max_inflight=HEKETI_LIMIT) as simulator:
+    async with HeketiSimulator(op_latency=INSTANT, admin_key=KEY,
+                               max_inflight=HEKETI_LIMIT) as simulator:
         yield simulator
 
 

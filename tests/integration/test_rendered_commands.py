@@ -47,6 +47,7 @@ import pytest
 import yaml
 from grpclib.client import Channel
 
+from devtools.heketi_sim.latency import INSTANT
 from devtools.heketi_sim.server import HeketiSimulator
 from devtools.k8s import helm
 from devtools.kubelet_sim import KubeletSimulator
@@ -489,12 +490,14 @@ async def sims(root: Path) -> AsyncIterator[dict[str, HeketiSimulator]]:
     accepts only the admin key its Secret carries in the renders below."""
     cert, key = self_signed(root)
     made = {
-        "default-operator": HeketiSimulator(admin_key=OPERATOR_KEY),
-        "default-full": HeketiSimulator(admin_key=FULL["heketi"]["secret"]["key"],
+        "default-operator": HeketiSimulator(op_latency=INSTANT, admin_key=OPERATOR_KEY),
+        "default-full": HeketiSimulator(op_latency=INSTANT,
+                                        admin_key=FULL["heketi"]["secret"]["key"],
                                         tls_cert=cert, tls_key=key),
-        "east": HeketiSimulator(admin_key=FULL["backends"][0]["secret"]["key"],
+        "east": HeketiSimulator(op_latency=INSTANT,
+                                admin_key=FULL["backends"][0]["secret"]["key"],
                                 tls_cert=cert, tls_key=key),
-        "west": HeketiSimulator(admin_key=OPERATOR_KEY),
+        "west": HeketiSimulator(op_latency=INSTANT, admin_key=OPERATOR_KEY),
     }
     started: list[HeketiSimulator] = []
     try:

@@ -19,15 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import aiohttp
 import pytest
 
 from devtools.heketi_real import HeketiNotBuilt, RealHeketi, RealHeketiConfig
+from devtools.heketi_sim.latency import INSTANT
 from devtools.heketi_sim.server import HeketiSimulator
 from services.controller.heketi import HeketiClient, HeketiNotFound, VolumeInfo
+from services.controller.heketi.auth import authorization_header, make_token
 from services.controller.ids import parse_owned_name
 
 
@@ -84,6 +88,30 @@ class HeketiBackend:
         """Heketi volume names of the driver's, counted (a name counted twice is a duplicate)."""
         return Counter(v.name for v in await self.volumes() if parse_owned_name(v.name))
 
+    async def set_state(self, kind: str, item_id: str, state: str,
+                        timeout: float = 30.0) -> None:
+        """`POST /{kind}s/{id}/state` (kind `node` or `device`) to its end, through Heketi's
+        REST API (the driver never changes states, so its client has no call for it)."""
+        def auth(method: str, path: str) -> dict[str, str]:
+            return {"Authorization": authorization_header(
+                make_token(method, path, "admin", self.admin_key))}
+
+        path = f"/{kind}s/{item_id}/state"
+        async with aiohttp.ClientSession() as session:
+            async with session.post(self.url + path, json={"state": state},
+                                    headers=auth("POST", path)) as resp:
+                assert resp.status == 202, (resp.status, await resp.text())
+                queue = resp.headers["Location"]
+            deadline = time.monotonic() + timeout
+            while True:
+                async with session.get(self.url + queue, headers=auth("GET", queue),
+                                       allow_redirects=False) as resp:
+                    if resp.status != 200:
+                        assert resp.status == 204, (resp.status, await resp.text())
+                        return
+                assert time.monotonic() < deadline, f"{path} {state}: still pending"
+                await asyncio.sleep(0.01)
+
     async def storage_hosts(self, cluster_id: str) -> list[str]:
         """The storage hostnames of the cluster's nodes, in Heketi's order."""
         async with self.client() as client:
@@ -98,7 +126,7 @@ class HeketiBackend:
 async def open_backend(name: str, admin_key: str) -> AsyncIterator[HeketiBackend]:
     """A fresh Heketi of kind `name`, stopped (and its directory removed) at the end."""
     if name == "sim":
-        async with HeketiSimulator(admin_key=admin_key) as sim:
+        async with HeketiSimulator(admin_key=admin_key, op_latency=INSTANT) as sim:
             yield HeketiBackend("sim", sim.url, admin_key, sim=sim)
         return
     if name != "real":

@@ -19,6 +19,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 
+from devtools.heketi_sim.latency import INSTANT
 from devtools.heketi_sim.server import HeketiSimulator
 from services.common import context_keys as ck
 from services.common.errors import InvalidArgument
@@ -40,7 +41,7 @@ def ctx() -> RpcContext:
 
 @pytest.fixture
 async def service() -> AsyncIterator[ControllerService]:
-    async with HeketiSimulator(admin_key=KEY) as sim:
+    async with HeketiSimulator(op_latency=INSTANT, admin_key=KEY) as sim:
         registry = BackendRegistry([BackendConfig("default", sim.url, key=KEY)],
                                    ClientSettings())
         try:

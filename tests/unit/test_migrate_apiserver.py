@@ -32,6 +32,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.api_client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from devtools.heketi_sim.latency import INSTANT
 from devtools.heketi_sim.server import HeketiSimulator
 from services.cli import main as cli_main
 from services.controller.heketi import HeketiClient, HeketiNotFound
@@ -245,7 +246,7 @@ async def rig(kubeconfig: Path, request: pytest.FixtureRequest) -> AsyncIterator
     await config.load_kube_config(config_file=str(kubeconfig),
                                   client_configuration=configuration)
     namespace = f"m-{request.node.name.lower().replace('_', '-')[:40].strip('-')}"
-    async with HeketiSimulator(admin_key=KEY) as sim, \
+    async with HeketiSimulator(op_latency=INSTANT, admin_key=KEY) as sim, \
             HeketiClient(sim.url, "admin", KEY) as heketi, ApiClient(configuration) as api:
         core, storage = client.CoreV1Api(api), client.StorageV1Api(api)
         await core.create_namespace({"apiVersion": "v1", "kind": "Namespace",

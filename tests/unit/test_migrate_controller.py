@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pytest
 import structlog
 
+from devtools.heketi_sim.latency import INSTANT
 from devtools.heketi_sim.server import HeketiSimulator
 from services.common.errors import FailedPrecondition, NotFound
 from services.common.proto import csi_pb2
@@ -96,7 +97,7 @@ class Rig:
 
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig]:
-    async with HeketiSimulator(admin_key=KEY) as sim, \
+    async with HeketiSimulator(op_latency=INSTANT, admin_key=KEY) as sim, \
             HeketiClient(sim.url, "admin", KEY) as heketi:
         registry = BackendRegistry([BackendConfig("default", sim.url, key=KEY)],
                                    ClientSettings())
