@@ -139,7 +139,8 @@ class FuzzSession:
     def start(cls) -> FuzzSession:
         ports = {"controller": free_port(), "node": free_port()}
         runner = BackgroundCluster(
-            glusterd=False, sim_args=["--storage-host", glusterd.hostname()],
+            # memory: the fuzzer makes its own gluster volumes on this host (self.bricks)
+            storage="memory", sim_args=["--storage-host", glusterd.hostname()],
             controller_args=["--metrics-port", str(ports["controller"]), "--log-level", "debug"],
             node_args=["--metrics-port", str(ports["node"]), "--log-level", "debug"],
             keep_logs=bool(os.environ.get("HCSI_FUZZ_KEEP_LOGS")))
