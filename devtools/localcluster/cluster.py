@@ -48,6 +48,7 @@ from types import TracebackType
 
 from devtools import glusterd
 from devtools.gluster_pool import GlusterPool, PoolConfig, PoolError
+from devtools.gluster_pool.pool import VolumeInfo
 from devtools.localcluster.processes import (
     HEKETI_CSI,
     READY_TIMEOUT,
@@ -620,6 +621,12 @@ class LocalCluster:
             f"  {client} --endpoint {self.node_endpoint} info",
             f"  tail -f {self.log_dir}/*.log",
         ])
+
+    async def volume_layout(self, volume: str) -> VolumeInfo | None:
+        """Pool mode: the volume's type and bricks (with their servers) as gluster says."""
+        if self.pool is None:
+            return None
+        return await self.pool.volume_info(volume)
 
     async def leftovers(self) -> list[str]:
         """What is mounted under the base directory, and which gluster volumes are the

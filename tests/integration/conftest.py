@@ -11,8 +11,10 @@
             ... unstage, delete ...
         assert await cluster.leftovers() == []   # nothing mounted, no volume left
 
-- `cluster` (session): a started `LocalCluster` (devtools/localcluster/): the Heketi
-  simulator on the local glusterd, controller, node, registrar and kubelet simulator, all
+- `cluster` (session): a started `LocalCluster` (devtools/localcluster/): a GlusterFS pool
+  of three servers (`gpdef` on 10.231.8.0/24), the Heketi simulator in pool mode on it
+  (replica 3 volumes across the three servers), controller, node, registrar and kubelet
+  simulator, all
   real processes. Read its paths, URLs and keys (`controller_socket`, `node_socket`,
   `kubelet_root`, `heketi_url`, `admin_key`, `node_id`, `registration_dir`,
   `registrar_health_url`, `staging_path(volume_id)`, `pod_target_path(pod, pv)`). It is
@@ -38,11 +40,16 @@ from typing import Any
 import pytest
 
 from devtools.csi_client import CsiClient
+from devtools.gluster_pool import PoolConfig
 from devtools.heketi_sim.server import HeketiSimulator
 from devtools.localcluster import BackgroundCluster, ClusterError, LocalCluster
 from devtools.localcluster.processes import wait_ready
 from tests.support.controller_harness import KEY, Controller, start_controller
 from tests.support.heketi_backends import HeketiBackend, open_backend
+
+# The shared cluster's pool: not the default `gpool`, which the clusters that tests start
+# for themselves (test_launcher.py, `make up`, the demo, csi-sanity) use while it runs.
+SHARED_POOL = PoolConfig(name="gpdef", subnet="10.231.8")
 
 
 def cluster_options() -> dict[str, Any]:
@@ -50,7 +57,7 @@ def cluster_options() -> dict[str, Any]:
     url = os.environ.get("HEKETI_TEST_URL")
     if url:
         return {"heketi_url": url, "admin_key": os.environ.get("HEKETI_TEST_ADMIN_KEY", "")}
-    return {}
+    return {"storage": "pool", "pool": SHARED_POOL}
 
 
 @pytest.fixture(scope="session")
