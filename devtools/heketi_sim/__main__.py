@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="storage hostname of every node (glusterd mode: this host's name)")
     p.add_argument("--gluster-pool", default=None, metavar="NAME",
                    help="pool mode: real volumes across the servers of this gluster pool "
-                        "(python -m devtools.gluster_pool up; not yet: clones, expansion)")
+                        "(python -m devtools.gluster_pool up first)")
     p.add_argument("--op-latency", type=float, default=0.0,
                    help="seconds each asynchronous operation takes")
     p.add_argument("--max-inflight", type=int, default=8,
