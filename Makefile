@@ -26,7 +26,8 @@ test-setup: setup ## What the tests need on top: Go, csi-sanity, Kubernetes, etc
 	bash tools/test-setup.sh
 
 .PHONY: test
-test: check ## Everything CI runs: lint, the fast suite, the real-Kubernetes suites, the compose stack
+test: check ## Everything CI runs: lint, the fast suite, the pool's fault tests, the real-Kubernetes suites, the compose stack
+	$(MAKE) test-pool
 	$(MAKE) test-e2e
 	$(MAKE) compose-test
 	$(PHASE) "make test: done"
@@ -36,7 +37,12 @@ check: test-setup ## Lint and the fast suite (unit, integration, csi-sanity, fuz
 	$(PHASE) "lint: ruff, mypy --strict"
 	$(MAKE) lint
 	$(PHASE) "the fast suite: unit, integration, csi-sanity, fuzz"
-	$(PY) -m pytest -ra --ignore=tests/e2e --ignore=tests/compose tests
+	$(PY) -m pytest -ra -m "not pool_faults" --ignore=tests/e2e --ignore=tests/compose tests
+
+.PHONY: test-pool
+test-pool: test-setup ## The GlusterFS pool's slow fault tests (partition, power-off, two servers down; ~3 min)
+	$(PHASE) "the gluster pool's fault tests"
+	$(PY) -m pytest -ra -m pool_faults tests/integration/test_gluster_pool.py
 
 .PHONY: test-e2e
 test-e2e: test-setup ## Local Kubernetes up, `make e2e`, the upstream suite's CI subset, down (KEEP_CLUSTER=1 keeps it)

@@ -32,6 +32,7 @@ from typing import Protocol, TextIO, TypeVar
 from grpclib.exceptions import GRPCError
 
 from devtools.csi_client import GIB, CsiClient, is_unimplemented
+from devtools.gluster_pool.pool import VolumeInfo
 from devtools.heketi_sim.latency import add_latency_options
 from devtools.localcluster import (
     ClusterError,
@@ -40,6 +41,7 @@ from devtools.localcluster import (
     gluster_volumes_with_bricks_under,
     mounts_under,
 )
+from devtools.localcluster.__main__ import add_storage_options, pool_config
 from services.common.proto import csi_pb2
 
 T = TypeVar("T")
@@ -94,6 +96,11 @@ class Reporter:
             self._write("\r\x1b[K")
         self._write(text + "\n")
 
+    def rows(self, rows: Sequence[str]) -> None:
+        """Indented lines under a step, not wrapped (paths stay whole)."""
+        for row in rows:
+            self._write(f"         {row}\n")
+
     def note(self, text: str) -> None:
         for paragraph in text.splitlines():
             for row in textwrap.wrap(paragraph, NOTE_WIDTH):
@@ -147,6 +154,11 @@ class Target(Protocol):
 
     async def leftovers(self) -> list[str]: ...
 
+    async def volume_layout(self, volume: str) -> VolumeInfo | None:
+        """The gluster volume's type and bricks as gluster reports them (None: not known
+        here)."""
+        ...
+
 
 @dataclass
 class RunningDriver:
@@ -168,6 +180,9 @@ class RunningDriver:
     async def leftovers(self) -> list[str]:
         roots = [self.kubelet_root / "pods", self.kubelet_root / "plugins" / "kubernetes.io"]
         return [f"mount {m.mount_point}" for root in roots for m in mounts_under(root)]
+
+    async def volume_layout(self, volume: str) -> VolumeInfo | None:
+        return None  # the storage is the stack's, out of this process's sight
 
 
 @dataclass
@@ -272,6 +287,7 @@ async def play(demo: Demo) -> None:
     volume_id = volume.volume_id
     context = dict(volume.volume_context)
     demo.later(f"DeleteVolume {pv}", lambda: ctl.delete_volume(volume_id))
+    await show_bricks(demo, context.get("volume", ""))
 
     # 2. external-attacher: ControllerPublishVolume to this node.
     publish_context = await demo.step(
@@ -351,6 +367,32 @@ async def play(demo: Demo) -> None:
     await read_restored(demo, restored, restored_pv, uid, original)
 
 
+def describe_layout(info: VolumeInfo) -> str:
+    kind = info.type
+    if info.replica > 1:
+        kind += f", replica {info.replica}" + (f" arbiter {info.arbiter}" if info.arbiter else "")
+    servers = {b.host for b in info.bricks}
+    return f"{kind}: {len(info.bricks)} bricks on {len(servers)} servers"
+
+
+async def show_bricks(demo: Demo, volume: str) -> None:
+    """Where the new volume's bricks are, as gluster itself says (pool mode)."""
+    layout = await demo.cluster.volume_layout(volume)
+    if layout is None:
+        return
+    info = await demo.step("bricks", f"gluster volume info {volume} (where the bricks are)",
+                           lambda: _layout_of(demo, volume), detail=describe_layout)
+    demo.report.rows([f"brick {n} on server {b.host}: {b.path}"
+                      for n, b in enumerate(info.bricks, 1)])
+
+
+async def _layout_of(demo: Demo, volume: str) -> VolumeInfo:
+    layout = await demo.cluster.volume_layout(volume)
+    if layout is None:
+        raise RuntimeError(f"gluster does not know volume {volume}")
+    return layout
+
+
 async def show_sizes(demo: Demo, volume_id: str, pod_path: Path) -> None:
     """What Heketi/the controller says, and what the filesystem in the pod says."""
     ctl, node = demo.csi_controller, demo.csi_node
@@ -425,11 +467,13 @@ async def play_and_unwind(demo: Demo) -> DemoFailed | None:
 
 async def run_demo(args: argparse.Namespace) -> int:
     report = Reporter()
-    print("Bringing the local cluster up (Heketi simulator on the local glusterd, controller, "
+    where = {"pool": "a GlusterFS pool of three servers", "glusterd": "the local glusterd",
+             "memory": "memory"}[args.storage]
+    print(f"Bringing the local cluster up (Heketi simulator on {where}, controller, "
           "node, registrar, kubelet simulator) ...", flush=True)
     started = time.monotonic()
-    cluster = LocalCluster(args.base_dir, keep_logs=args.keep_logs,
-                           heketi_op_latency=args.heketi_op_latency)
+    cluster = LocalCluster(args.base_dir, storage=args.storage, pool=pool_config(args),
+                           keep_logs=args.keep_logs, heketi_op_latency=args.heketi_op_latency)
     try:
         await cluster.start()
     except ClusterError as exc:
@@ -552,6 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep-logs", action="store_true",
                         help="leave the processes' logs in <base>/logs")
     add_latency_options(parser)
+    add_storage_options(parser)
     try:
         return asyncio.run(_main(parser.parse_args(argv)))
     except KeyboardInterrupt:

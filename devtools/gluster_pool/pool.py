@@ -65,6 +65,8 @@ HEAL_TIMEOUT = 180.0
 MOUNT_TIMEOUT = 180.0
 KINDS = ("distribute", "replica", "arbiter", "disperse")
 FS_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Heketi's names (the driver's snapshot clones are ~80 characters); gluster allows more.
+VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,8 @@ class VolumeInfo:
 def check_volume_name(name: str) -> str:
     """Volume names become brick paths: letters, digits, `_` and `-` only (gluster's own
     rule is wider; nothing wider is needed here)."""
-    if not FS_NAME_RE.match(name):
-        raise PoolError(f"volume name {name[:80]!r}: 1-64 letters, digits, _ and -")
+    if not VOLUME_NAME_RE.match(name):
+        raise PoolError(f"volume name {name[:140]!r}: 1-128 letters, digits, _ and -")
     return name
 
 

@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="storage hostname of every node (glusterd mode: this host's name)")
     p.add_argument("--gluster-pool", default=None, metavar="NAME",
                    help="pool mode: real volumes across the servers of this gluster pool "
-                        "(python -m devtools.gluster_pool up; not yet: clones, expansion)")
+                        "(python -m devtools.gluster_pool up first)")
     latency = p.add_mutually_exclusive_group()
     latency.add_argument("--op-latency", type=float, default=REALISTIC, metavar="SECONDS",
                          help="seconds each asynchronous operation takes (default "

@@ -21,16 +21,18 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from devtools import glusterd
 from devtools.heketi_sim.brick_fs import BrickFsError, SizedBricks
 
-_SKIP_AT_ROOT = {".glusterfs"}
+_SKIP_AT_ROOT = frozenset({".glusterfs"})
 
 
-def _copy_tree(source: Path, target: Path) -> None:
-    """Copy a brick's files (not gluster's `.glusterfs` store, not any xattrs) into `target`.
+def copy_tree(source: Path, target: Path, skip_at_root: frozenset[str] = _SKIP_AT_ROOT) -> None:
+    """Copy a brick's files (not gluster's `.glusterfs` store, not any xattrs) into `target`
+    (or, with another `skip_at_root`, a mounted volume's files).
 
     Extended attributes are deliberately not copied: the source brick root carries gluster's
     volume-id, and the new volume's create would refuse a brick that seems to belong to
@@ -41,7 +43,8 @@ def _copy_tree(source: Path, target: Path) -> None:
         here = Path(root)
         relative = here.relative_to(source)
         if relative == Path("."):
-            dirs[:] = [d for d in dirs if d not in _SKIP_AT_ROOT]
+            dirs[:] = [d for d in dirs if d not in skip_at_root]
+            files = [f for f in files if f not in skip_at_root]
         for name in dirs:
             src = here / name
             dst = target / relative / name
@@ -96,7 +99,7 @@ class GlusterBackend:
             await self.sized.make(name, size_gib)
         try:
             if copy_from is not None:
-                await asyncio.to_thread(_copy_tree, copy_from, brick)
+                await asyncio.to_thread(copy_tree, copy_from, brick)
             # Recorded before the call, so that a shutdown in the middle still cleans up; a
             # refusal (the name exists in gluster already?) means it is not ours to delete.
             self.created.add(name)
@@ -114,10 +117,16 @@ class GlusterBackend:
             raise
         return brick
 
-    async def grow(self, name: str, size_gib: int) -> None:
-        """Make volume `name` `size_gib` GiB large (what an expansion adds)."""
+    async def grow(self, name: str, size_gib: int, new_bricks: Sequence[str] = ()) -> None:
+        """Make volume `name` `size_gib` GiB large (what an expansion adds): its one brick's
+        file system grows (the bricks placed for the expansion stay records)."""
         if self.sized is not None:
             await self.sized.grow(name, size_gib)
+
+    async def clone(self, source: str, name: str, gid: int, size_gib: int,
+                    source_brick: Path | None = None) -> Path:
+        """A new volume `name` seeded with a copy of the source brick's files."""
+        return await self.create(name, gid, size_gib, copy_from=source_brick)
 
     async def delete(self, name: str) -> None:
         async with self._lock:

@@ -9,8 +9,20 @@ volumes `disperse D+R redundancy R`, others plain distribute. The request's
 `glustervolumeoptions` are applied with `gluster volume set`: one gluster refuses fails the
 create with gluster's own text, and nothing of the volume is left.
 
-Not yet: clones (restores) and expansion (adding a brick set). The pool must be up
-(`python -m devtools.gluster_pool up`) before the simulator starts.
+Expansion is Heketi's: the bricks the simulator placed for the added size (one brick set or
+more, each brick of a set on a different server, each on an XFS file system of its own) are
+added with `gluster volume add-brick`; the mounted volume grows as gluster switches its
+clients to the new graph.
+
+A clone (what the driver restores from) is a new volume of the source's layout and brick
+sizes on the same servers, seeded with the source's files copied through two FUSE mounts on
+this host (the source read-only). Heketi clones by snapshotting every brick's thin LV; we
+have no LVM, and copying brick by brick would be wrong for anything but a plain replica:
+a disperse brick holds fragments, a distributed volume's files are spread by DHT's layout,
+and every brick carries gluster's own metadata (gfids, `.glusterfs`, AFR/EC xattrs) that a
+new volume must make itself. Through FUSE, gluster writes all of that as for any client.
+
+The pool must be up (`python -m devtools.gluster_pool up`) before the simulator starts.
 """
 
 from __future__ import annotations
@@ -18,14 +30,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from devtools.gluster_pool import GlusterPool, PoolConfig, PoolError
 from devtools.gluster_pool.gluster import GlusterError
-from devtools.heketi_sim.gluster_backend import GlusterBackend
+from devtools.heketi_sim.gluster_backend import GlusterBackend, copy_tree
 from devtools.heketi_sim.model import Topology, Volume, durability_shape
 
 KIB = 1024
+# What a FUSE mount's root shows that is gluster's, not the volume's data.
+_FUSE_ROOT_SKIP = frozenset({".meta", ".trashcan"})
 
 
 class PoolBackendError(RuntimeError):
@@ -77,7 +92,11 @@ class PoolBackend(GlusterBackend):
         return found[0]
 
     def _create_args(self, volume: Volume, bricks: list[str]) -> list[str]:
-        args = ["volume", "create", volume.name]
+        return ["volume", "create", volume.name, *self._shape(volume, add=False), *bricks]
+
+    def _shape(self, volume: Volume, add: bool) -> list[str]:
+        """The layout words of `volume create` (or, with `add`, of `volume add-brick`)."""
+        args: list[str] = []
         kind = volume.durability.get("type") or "none"
         per_set, data = durability_shape(volume.durability)
         arbiter = any(k == "user.heketi.arbiter" and v.lower() == "true"
@@ -88,31 +107,48 @@ class PoolBackend(GlusterBackend):
                 if per_set != 3:
                     raise PoolBackendError("an arbiter volume needs replica 3")
                 args += ["arbiter", "1"]
-        elif kind == "disperse":
+        elif kind == "disperse" and not add:
             args += ["disperse", str(per_set), "redundancy", str(per_set - data)]
-        return args + bricks
+        return args
+
+    def _brick_args(self, paths: list[tuple[int, str]]) -> list[str]:
+        return [f"{self.pool.address(i)}:{p}" for i, p in paths]
+
+    async def _brick_filesystems(self, name: str, brick_ids: list[str],
+                                 made: list[tuple[int, str]]) -> list[tuple[int, str]]:
+        """One XFS file system per brick, on the server of the brick's node; appended to
+        `made` as they are made (so that a failure halfway removes them); the bricks'
+        (server, path)."""
+        paths: list[tuple[int, str]] = []
+        for brick_id in brick_ids:
+            brick = self.topology.bricks[brick_id]
+            index = self.pool.index_of(self.topology.nodes[brick.node_id].storage)
+            path = await self.pool.brick_fs_add(index, brick_id, brick.size_kib * KIB)
+            made.append((index, brick_id))
+            paths.append((index, path))
+        return paths
+
+    async def _own_bricks(self, gid: int, paths: list[tuple[int, str]]) -> None:
+        if gid:
+            for index, path in paths:
+                root = Path(f"/proc/{self.pool.server_pid(index)}/root{path}")
+                await asyncio.to_thread(_chown_brick, root, gid)
 
     async def create(self, name: str, gid: int, size_gib: int,
                      copy_from: Path | None = None) -> Path:
         if copy_from is not None:
-            raise PoolBackendError("clones are not supported in pool mode yet")
+            raise PoolBackendError("pool mode clones by volume name: use clone()")
         volume = self._volume(name)
         self.pool.reload()
         made: list[tuple[int, str]] = []
         self.filesystems[name] = made
-        paths: list[tuple[int, str]] = []
         try:
-            for brick_id in volume.bricks:
-                brick = self.topology.bricks[brick_id]
-                index = self.pool.index_of(self.topology.nodes[brick.node_id].storage)
-                path = await self.pool.brick_fs_add(index, brick_id, brick.size_kib * KIB)
-                made.append((index, brick_id))
-                paths.append((index, path))
+            paths = await self._brick_filesystems(name, volume.bricks, made)
             self.created.add(name)
             async with self._lock:
                 try:
                     await self.pool.gluster(*self._create_args(
-                        volume, [f"{self.pool.address(i)}:{p}" for i, p in paths]))
+                        volume, self._brick_args(paths)))
                 except GlusterError as exc:
                     self.created.discard(name)
                     raise PoolBackendError(exc.gluster_message) from None
@@ -122,18 +158,61 @@ class PoolBackend(GlusterBackend):
                     await self.pool.gluster("volume", "start", name)
                 except GlusterError as exc:
                     raise PoolBackendError(exc.gluster_message) from None
-            if gid:
-                for index, path in paths:
-                    root = Path(f"/proc/{self.pool.server_pid(index)}/root{path}")
-                    await asyncio.to_thread(_chown_brick, root, gid)
+            await self._own_bricks(gid, paths)
         except BaseException:
             with contextlib.suppress(PoolError, PoolBackendError):
                 await self.delete(name)
             raise
         return Path(paths[0][1])
 
-    async def grow(self, name: str, size_gib: int) -> None:
-        """Not yet: an expansion is recorded, no brick set is added."""
+    async def grow(self, name: str, size_gib: int, new_bricks: Sequence[str] = ()) -> None:
+        """Add the bricks placed for an expansion (whole brick sets) with `gluster volume
+        add-brick`, each on a file system of its own; a failure removes what it made."""
+        found = [v for v in self.topology.volumes.values() if v.name == name]
+        if len(found) != 1:
+            raise PoolBackendError(f"no volume named {name} in the topology")
+        volume = found[0]
+        self.pool.reload()
+        made: list[tuple[int, str]] = []
+        try:
+            paths = await self._brick_filesystems(name, list(new_bricks), made)
+            async with self._lock:
+                try:
+                    await self.pool.gluster("volume", "add-brick", name,
+                                            *self._shape(volume, add=True),
+                                            *self._brick_args(paths))
+                except GlusterError as exc:
+                    raise PoolBackendError(exc.gluster_message) from None
+        except BaseException:
+            for index, fs_name in made:
+                with contextlib.suppress(PoolError):
+                    await self.pool.brick_fs_remove(index, fs_name)
+            raise
+        self.filesystems.setdefault(name, []).extend(made)
+        await self._own_bricks(volume.gid, paths)
+
+    async def clone(self, source: str, name: str, gid: int, size_gib: int,
+                    source_brick: Path | None = None) -> Path:
+        """A new volume `name` of the source's layout (the bricks the simulator placed for
+        the clone), seeded with the source's files through FUSE mounts of both."""
+        brick = await self.create(name, gid, size_gib)
+        src = self.pool.mounts_dir / f"clone-src-{name}"
+        dst = self.pool.mounts_dir / f"clone-dst-{name}"
+        try:
+            try:
+                await self.pool.mount(source, src, options=["ro"])
+                await self.pool.mount(name, dst)
+                await asyncio.to_thread(copy_tree, src, dst, _FUSE_ROOT_SKIP)
+            finally:
+                for target in (src, dst):
+                    await self.pool.unmount(target)
+                    with contextlib.suppress(OSError):
+                        await asyncio.to_thread(target.rmdir)
+        except BaseException:
+            with contextlib.suppress(PoolError, PoolBackendError):
+                await self.delete(name)
+            raise
+        return brick
 
     async def delete(self, name: str) -> None:
         self.pool.reload()

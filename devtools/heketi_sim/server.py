@@ -775,7 +775,7 @@ class HeketiSimulator:
 
         async def work() -> str | None:
             if self.gluster is not None and volume.real_brick:
-                await self.gluster.grow(volume.name, volume.size_gib + size)
+                await self.gluster.grow(volume.name, volume.size_gib + size, new_ids)
             volume.bricks.extend(new_ids)
             volume.size_gib += size
             return f"/volumes/{volume.id}"
@@ -821,8 +821,8 @@ class HeketiSimulator:
                                      f"volume {clone.name} already exists")
             if self.gluster is not None:
                 copy_from = Path(source.real_brick) if source.real_brick else None
-                clone.real_brick = str(await self.gluster.create(
-                    clone.name, clone.gid, clone.size_gib, copy_from=copy_from))
+                clone.real_brick = str(await self.gluster.clone(
+                    source.name, clone.name, clone.gid, clone.size_gib, copy_from))
             source.pending = None
             clone.pending = None
             return f"/volumes/{clone.id}"

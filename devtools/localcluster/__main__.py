@@ -10,8 +10,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from devtools.gluster_pool import PoolConfig
 from devtools.heketi_sim.latency import add_latency_options
-from devtools.localcluster.cluster import LocalCluster
+from devtools.localcluster.cluster import DEFAULT_POOL, STORAGE_MODES, LocalCluster
 from devtools.localcluster.processes import ClusterError, log_tail
 
 
@@ -49,7 +50,7 @@ async def _up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     print("starting the local cluster ...", flush=True)
-    cluster = LocalCluster(args.base_dir, glusterd=not args.no_glusterd,
+    cluster = LocalCluster(args.base_dir, storage=args.storage, pool=pool_config(args),
                            keep_logs=args.keep_logs, heketi_op_latency=args.heketi_op_latency,
                            sim_args=["--unsized-bricks"] if args.unsized_bricks else [])
     try:
@@ -78,23 +79,44 @@ async def _up(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_storage_options(parser: argparse.ArgumentParser) -> None:
+    """--storage, --pool-name, --pool-subnet (also the demo's)."""
+    parser.add_argument("--storage", choices=STORAGE_MODES, default="pool",
+                        help="where the simulator makes volumes: pool (default: a GlusterFS "
+                             "pool of three servers in namespaces of their own, replica 3 "
+                             "across them), glusterd (this host's glusterd, one brick per "
+                             "volume: faster, nothing replicated) or memory (nothing mounts)")
+    parser.add_argument("--pool-name", default=DEFAULT_POOL.name,
+                        help=f"the pool's name (default {DEFAULT_POOL.name})")
+    parser.add_argument("--pool-subnet", default=DEFAULT_POOL.subnet,
+                        help=f"the pool's /24, first three octets (default {DEFAULT_POOL.subnet})")
+
+
+def pool_config(args: argparse.Namespace) -> PoolConfig:
+    return PoolConfig(name=args.pool_name, subnet=args.pool_subnet)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devtools.localcluster",
-        description="Run the local heketi-csi cluster (Heketi simulator on the local "
-                    "glusterd, controller, node, registrar, kubelet simulator) until Ctrl-C.")
+        description="Run the local heketi-csi cluster (a GlusterFS pool, the Heketi "
+                    "simulator on it, controller, node, registrar, kubelet simulator) until "
+                    "Ctrl-C.")
     parser.add_argument("--base-dir", type=Path, default=None,
                         help="directory for sockets, bricks and logs (default: a new "
                              "$TMPDIR/hcsi-<random>)")
-    parser.add_argument("--no-glusterd", action="store_true",
-                        help="keep volumes in the simulator's memory (nothing mounts)")
+    add_storage_options(parser)
     parser.add_argument("--unsized-bricks", action="store_true",
-                        help="plain directory bricks: volumes then report the host disk's "
-                             "size, not their own (for machines without loop devices)")
+                        help="--storage glusterd: plain directory bricks: volumes then report "
+                             "the host disk's size, not their own (for machines without loop "
+                             "devices)")
     parser.add_argument("--keep-logs", action="store_true",
                         help="leave <base>/logs behind when stopping")
     add_latency_options(parser)
-    return asyncio.run(_up(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    if args.unsized_bricks and args.storage != "glusterd":
+        parser.error("--unsized-bricks is an option of --storage glusterd")
+    return asyncio.run(_up(args))
 
 
 if __name__ == "__main__":

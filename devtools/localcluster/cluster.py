@@ -3,8 +3,14 @@
 One harness for the demo, the integration tests, the conformance run and the benchmarks.
 `LocalCluster` starts, as separate processes in a fresh base directory:
 
-1. the Heketi simulator (`python -m devtools.heketi_sim`), backed by the local glusterd
-   (bricks under `<base>/bricks`), or a real Heketi given by URL and key instead;
+1. the Heketi simulator (`python -m devtools.heketi_sim`), by default in pool mode on a
+   GlusterFS pool of three servers the cluster brings up first (devtools/gluster_pool, pool
+   `gpool` on 10.231.0.0/24 unless told otherwise): a replica 3 volume has its three bricks
+   on three servers and the node plugin mounts it from their addresses, the other servers as
+   backup volfile servers. `storage="glusterd"` is the explicit fast option (one brick per
+   volume on this host's glusterd, bricks under `<base>/bricks`), `storage="memory"` keeps
+   volumes in the simulator's memory (nothing mounts). Or a real Heketi given by URL and
+   key instead;
 2. the controller (`heketi-csi controller`), on `<base>/controller/csi.sock`;
 3. the node plugin (`heketi-csi node`) with its kubelet root `<base>/kubelet`, on
    `<base>/kubelet/plugins/<driver>/csi.sock`, as kubelet would find it;
@@ -14,7 +20,8 @@ One harness for the demo, the integration tests, the conformance run and the ben
    plugin through the registrar.
 
 It waits until each answers (Probe, /hello, /healthz, the registration), and tears everything
-down on exit, also after a failure or a cancellation (Ctrl-C): see `teardown.py`.
+down on exit, also after a failure or a cancellation (Ctrl-C): see `teardown.py`; the pool
+last, with its own `down` (nothing of it is left: `GlusterPool.leftovers()`).
 
     async with LocalCluster() as cluster:
         print(cluster.summary())
@@ -24,6 +31,7 @@ down on exit, also after a failure or a cancellation (Ctrl-C): see `teardown.py`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import secrets
@@ -39,6 +47,8 @@ from pathlib import Path
 from types import TracebackType
 
 from devtools import glusterd
+from devtools.gluster_pool import GlusterPool, PoolConfig, PoolError
+from devtools.gluster_pool.pool import VolumeInfo
 from devtools.heketi_sim.latency import REALISTIC
 from devtools.localcluster.processes import (
     HEKETI_CSI,
@@ -71,6 +81,10 @@ MAX_SOCKET_PATH = 107
 START_ORDER = ("heketi-sim", "controller", "node", "registrar", "kubelet-sim")
 STOP_TIMEOUT = 10.0
 SIM_STOP_TIMEOUT = 120.0  # it stops and deletes each of its gluster volumes
+# Where the simulator's volumes live: a GlusterFS pool (the default), this host's glusterd
+# (one brick per volume: fast, no replication), or nowhere (the simulator's memory).
+STORAGE_MODES = ("pool", "glusterd", "memory")
+DEFAULT_POOL = PoolConfig(name="gpool", servers=3, subnet="10.231.0")
 
 
 def _new_base_dir() -> Path:
@@ -116,8 +130,13 @@ class LocalCluster:
     base_dir: where everything lives (default: a fresh `$TMPDIR/hcsi-<random>`); it must be
       short (socket paths) and made of characters the gluster mount helper accepts
       (letters, digits and `._~@%+:=/-`: pytest's `tmp_path` does not qualify).
-    glusterd: back the simulator with the local glusterd, so that volumes really mount. With
-      False the simulator keeps volumes in memory (controller-only work; stage fails).
+    storage: where the simulator makes volumes: "pool" (default: a GlusterFS pool of
+      `pool`'s servers, brought up first and taken down last; volumes are made as Heketi
+      makes them, replica 3 across three servers), "glusterd" (the explicit fast option:
+      this host's glusterd, one brick per volume whatever durability was asked) or "memory"
+      (no real volumes: controller-only work; stage fails).
+    pool: the pool's name, servers and subnet (default `gpool`, 3 servers, 10.231.0.0/24);
+      two clusters at once need two names and subnets.
     heketi_url/admin_key: use this (real) Heketi instead of starting the simulator.
     heketi_op_latency: seconds each simulator operation takes (default
       `devtools.heketi_sim.latency.REALISTIC`, as a real create; the fast tests pass
@@ -131,7 +150,8 @@ class LocalCluster:
         self,
         base_dir: Path | str | None = None,
         *,
-        glusterd: bool = True,
+        storage: str = "pool",
+        pool: PoolConfig = DEFAULT_POOL,
         sim_args: Sequence[str] = (),
         controller_args: Sequence[str] = (),
         node_args: Sequence[str] = (),
@@ -147,8 +167,16 @@ class LocalCluster:
         log_format: str = "console",
     ) -> None:
         self._given_base = Path(base_dir).absolute() if base_dir is not None else None
-        self.use_glusterd = glusterd and heketi_url is None
+        if storage not in STORAGE_MODES:
+            raise ValueError(f"storage: one of {', '.join(STORAGE_MODES)}, not {storage!r}")
         self.external_heketi = heketi_url is not None
+        self.storage = storage if heketi_url is None else "external"
+        self.use_glusterd = self.storage == "glusterd"
+        self.use_pool = self.storage == "pool"
+        self.pool_config = pool
+        self.pool: GlusterPool | None = None
+        self.pool_log: list[str] = []
+        self._own_pool = False
         self.sim_args = list(sim_args)
         self.heketi_op_latency = heketi_op_latency
         self.controller_args = list(controller_args)
@@ -331,7 +359,28 @@ class LocalCluster:
     def _logging(self) -> list[str]:
         return ["--log-format", self.log_format, "--log-level", "info"]
 
+    async def _start_pool(self) -> None:
+        pool = GlusterPool(self.pool_config, log=self.pool_log.append)
+        try:
+            left = await pool.leftovers()
+        except (OSError, PoolError) as exc:
+            raise ClusterError(f"gluster pool {self.pool_config.name}: {exc}") from None
+        if left:
+            raise ClusterError(
+                f"gluster pool {self.pool_config.name} is (partly) up already, not ours to "
+                f"use or remove: {'; '.join(left[:5])}. If nothing uses it: `python -m "
+                f"devtools.gluster_pool down --name {self.pool_config.name}`; or give the "
+                "cluster another pool name and subnet")
+        self.pool, self._own_pool = pool, True
+        try:
+            await pool.up()
+        except (OSError, PoolError) as exc:
+            raise ClusterError(f"the gluster pool did not come up: {exc}\n"
+                               + "\n".join(self.pool_log[-10:])) from None
+
     async def _start_all(self) -> None:
+        if self.use_pool:
+            await self._start_pool()
         if self.use_glusterd:
             try:
                 await asyncio.to_thread(glusterd.ensure_glusterd)
@@ -368,6 +417,8 @@ class LocalCluster:
                 "--op-latency", f"{self.heketi_op_latency:g}"]
         if self.use_glusterd:
             args += ["--glusterd", "--brick-root", str(self.brick_root)]
+        if self.use_pool:
+            args += ["--gluster-pool", self.pool_config.name]
         sim = await self._process("heketi-sim", [
             sys.executable, "-m", SIM_MODULE, *args, *self.sim_args]).start()
         marker = "heketi-sim listening on "
@@ -450,8 +501,41 @@ class LocalCluster:
                     await unmount_all_under(self.brick_root, report)
                 except Exception as exc:
                     report.problems.append(f"unmounting bricks: {exc}")
+        if self._own_pool:
+            await self._pool_down(report)
         self._remove_base(report)
         return report
+
+    async def _pool_down(self, report: TeardownReport) -> None:
+        """The pool's own `down`: every server, namespace, veth, loop device and mount of it.
+        Volumes a simulator that died left go with it (reported as deleted)."""
+        assert self.pool is not None
+        with contextlib.suppress(OSError, PoolError):  # one that did not come up has none
+            report.deleted_volumes.extend(await self.pool_volumes())
+        try:
+            left = await self.pool.down()
+        except Exception as exc:
+            report.problems.append(f"gluster pool {self.pool_config.name} down: {exc}")
+            return
+        finally:
+            await asyncio.to_thread(self._write_pool_log)
+        report.problems.extend(f"gluster pool {self.pool_config.name}: left {item}"
+                               for item in left)
+        self._own_pool = False
+
+    def _write_pool_log(self) -> None:
+        if self._base is not None and self.log_dir.is_dir():
+            (self.log_dir / "gluster-pool.log").write_text("\n".join(self.pool_log) + "\n")
+
+    async def pool_volumes(self) -> list[str]:
+        """The gluster volumes on the cluster's pool (pool mode)."""
+        if self.pool is None:
+            return []
+        self.pool.reload()
+        if not self.pool.running():
+            return []
+        root = await self.pool.gluster("volume", "list")
+        return sorted(v.text or "" for v in root.iterfind("volList/volume"))
 
     async def _stop_process(self, proc: ManagedProcess, timeout: float,
                             report: TeardownReport) -> None:
@@ -506,8 +590,9 @@ class LocalCluster:
             proc = self.processes.get(name)
             return f"pid {proc.pid}" if proc is not None and proc.proc is not None else "-"
 
+        mode = {"pool": " (pool)", "glusterd": " (glusterd)", "memory": " (in memory)"}
         heketi = ("real Heketi" if self.external_heketi else
-                  "Heketi simulator" + (" (glusterd)" if self.use_glusterd else " (in memory)"))
+                  "Heketi simulator" + mode[self.storage])
         lines = [
             f"heketi-csi local cluster in {self.base_dir}",
             f"  {heketi:<27} {self.heketi_url}  {pid('heketi-sim')}",
@@ -524,7 +609,11 @@ class LocalCluster:
                 f"{pid('kubelet-sim')}",
             ]
         if self.use_glusterd:
-            lines.append(f"  gluster bricks              {self.brick_root}")
+            lines.append(f"  gluster bricks              {self.brick_root} (this host's glusterd)")
+        if self.pool is not None:
+            servers = ", ".join(self.pool.address(i) for i in self.pool.indexes)
+            lines.append(f"  gluster pool {self.pool_config.name:<15}{servers}  (host "
+                         f"{self.pool.host_address}, files {self.pool.dir})")
         lines.append(f"  logs                        {self.log_dir}")
         return "\n".join(lines)
 
@@ -540,14 +629,24 @@ class LocalCluster:
             f"  tail -f {self.log_dir}/*.log",
         ])
 
+    async def volume_layout(self, volume: str) -> VolumeInfo | None:
+        """Pool mode: the volume's type and bricks (with their servers) as gluster says."""
+        if self.pool is None:
+            return None
+        return await self.pool.volume_info(volume)
+
     async def leftovers(self) -> list[str]:
-        """What is mounted under the base directory, and (glusterd mode) which gluster
-        volumes have a brick there: after a test has deleted all its volumes, both should
-        be empty (the simulator's own volumes are the test's volumes)."""
+        """What is mounted under the base directory, and which gluster volumes are the
+        simulator's (glusterd mode: with a brick there; pool mode: on the cluster's pool):
+        after a test has deleted all its volumes, both should be empty (the simulator's own
+        volumes are the test's volumes)."""
         found = [f"mount {m.mount_point}" for m in mounts_under(self.base_dir)]
         if self.use_glusterd:
             found += [f"gluster volume {v}"
                       for v in await gluster_volumes_with_bricks_under(self.base_dir)]
+        if self.use_pool:
+            found += [f"gluster volume {v} (pool {self.pool_config.name})"
+                      for v in await self.pool_volumes()]
         return found
 
     def dead_processes(self) -> list[ManagedProcess]:

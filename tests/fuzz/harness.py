@@ -31,6 +31,7 @@ from grpclib.exceptions import GRPCError
 
 from devtools import glusterd
 from devtools.csi_client import GIB, CsiClient
+from devtools.heketi_sim.latency import INSTANT
 from devtools.localcluster import BackgroundCluster, LocalCluster
 from devtools.localcluster.processes import free_port, probe
 from devtools.localcluster.teardown import (
@@ -139,7 +140,9 @@ class FuzzSession:
     def start(cls) -> FuzzSession:
         ports = {"controller": free_port(), "node": free_port()}
         runner = BackgroundCluster(
-            glusterd=False, sim_args=["--storage-host", glusterd.hostname()],
+            # memory: the fuzzer makes its own gluster volumes on this host (self.bricks)
+            storage="memory", sim_args=["--storage-host", glusterd.hostname()],
+            heketi_op_latency=INSTANT,
             controller_args=["--metrics-port", str(ports["controller"]), "--log-level", "debug"],
             node_args=["--metrics-port", str(ports["node"]), "--log-level", "debug"],
             keep_logs=bool(os.environ.get("HCSI_FUZZ_KEEP_LOGS")))

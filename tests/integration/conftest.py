@@ -11,8 +11,10 @@
             ... unstage, delete ...
         assert await cluster.leftovers() == []   # nothing mounted, no volume left
 
-- `cluster` (session): a started `LocalCluster` (devtools/localcluster/): the Heketi
-  simulator on the local glusterd, controller, node, registrar and kubelet simulator, all
+- `cluster` (session): a started `LocalCluster` (devtools/localcluster/): a GlusterFS pool
+  of three servers (`gpdef` on 10.231.8.0/24), the Heketi simulator in pool mode on it
+  (replica 3 volumes across the three servers), controller, node, registrar and kubelet
+  simulator, all
   real processes. Read its paths, URLs and keys (`controller_socket`, `node_socket`,
   `kubelet_root`, `heketi_url`, `admin_key`, `node_id`, `registration_dir`,
   `registrar_health_url`, `staging_path(volume_id)`, `pod_target_path(pod, pv)`). It is
@@ -38,6 +40,7 @@ from typing import Any
 import pytest
 
 from devtools.csi_client import CsiClient
+from devtools.gluster_pool import PoolConfig
 from devtools.heketi_sim.latency import INSTANT
 from devtools.heketi_sim.server import HeketiSimulator
 from devtools.localcluster import BackgroundCluster, ClusterError, LocalCluster
@@ -45,13 +48,17 @@ from devtools.localcluster.processes import wait_ready
 from tests.support.controller_harness import KEY, Controller, start_controller
 from tests.support.heketi_backends import HeketiBackend, open_backend
 
+# The shared cluster's pool: not the default `gpool`, which the clusters that tests start
+# for themselves (test_launcher.py, `make up`, the demo, csi-sanity) use while it runs.
+SHARED_POOL = PoolConfig(name="gpdef", subnet="10.231.8")
+
 
 def cluster_options() -> dict[str, Any]:
     """LocalCluster keyword arguments for the shared cluster (a real Heketi from the env)."""
     url = os.environ.get("HEKETI_TEST_URL")
     if url:
         return {"heketi_url": url, "admin_key": os.environ.get("HEKETI_TEST_ADMIN_KEY", "")}
-    return {"heketi_op_latency": INSTANT}
+    return {"storage": "pool", "pool": SHARED_POOL, "heketi_op_latency": INSTANT}
 
 
 @pytest.fixture(scope="session")

@@ -177,6 +177,7 @@ async def test_arbiter_and_disperse_volumes_are_really_made(pool: GlusterPool,
         await pool.volume_delete(name)
 
 
+@pytest.mark.pool_faults
 async def test_a_partitioned_server_costs_no_write(pool: GlusterPool, faults_volume: Path,
                                                    all_running: None, tmp_path: Path) -> None:
     await _connected(pool, faults_volume)
@@ -196,6 +197,7 @@ async def test_a_partitioned_server_costs_no_write(pool: GlusterPool, faults_vol
     await _check_after_fault(pool, writer, "partition.txt")
 
 
+@pytest.mark.pool_faults
 async def test_a_server_powered_off_and_restarted_costs_no_write(
         pool: GlusterPool, faults_volume: Path, all_running: None, tmp_path: Path) -> None:
     await _connected(pool, faults_volume)
@@ -215,6 +217,7 @@ async def test_a_server_powered_off_and_restarted_costs_no_write(
     await _check_after_fault(pool, writer, "poweroff.txt")
 
 
+@pytest.mark.pool_faults
 async def test_two_servers_down_fail_writes_until_they_return(
         pool: GlusterPool, faults_volume: Path, all_running: None, tmp_path: Path) -> None:
     await _connected(pool, faults_volume)
@@ -242,6 +245,7 @@ async def test_two_servers_down_fail_writes_until_they_return(
     await _check_after_fault(pool, writer, "quorum.txt")
 
 
+@pytest.mark.pool_faults
 async def test_mount_with_the_first_volfile_server_partitioned(
         pool: GlusterPool, faults_volume: Path, all_running: None) -> None:
     target = pool.mounts_dir / "first-partitioned"

@@ -1,4 +1,7 @@
-"""The simulator backed by the real glusterd: its volumes mount, clone and go away for real."""
+"""The simulator backed by the real glusterd: its volumes mount, clone and go away for real.
+
+Storage: this host's glusterd, on purpose: this is the test of the simulator's glusterd mode
+(`--storage glusterd` of the local cluster); pool mode is test_heketi_sim_pool.py's."""
 
 from __future__ import annotations
 

@@ -19,8 +19,10 @@ from services.controller.heketi import (
     Durability,
     HeketiClient,
     HeketiNotFound,
+    Snapshot,
     VolumeCreateRequest,
 )
+from tests.support.conditions import until
 
 pytestmark = [pytest.mark.gluster]
 
@@ -114,3 +116,135 @@ async def test_an_option_gluster_refuses_fails_the_create_with_its_text(
     assert name not in await _volume_names(pool)
     pool.reload()
     assert [fs for i in pool.indexes for fs in pool.state.server(i).filesystems] == []
+
+
+async def _bricks_on_filesystems(pool: GlusterPool, name: str) -> list[tuple[str, str]]:
+    """(server address, the brick's own file system) of every brick of `name`."""
+    found = []
+    for brick in (await pool.volume_info(name)).bricks:
+        index = pool.index_of(brick.host)
+        fs = Path(f"/proc/{pool.server_pid(index)}/root{brick.path}").parent
+        assert await asyncio.to_thread(os.path.ismount, fs), f"{brick} on its own file system"
+        found.append((brick.host, str(fs)))
+    return found
+
+
+async def _size_gib(path: Path) -> float:
+    st = await asyncio.to_thread(os.statvfs, path)
+    return st.f_blocks * st.f_frsize / 1024 ** 3
+
+
+async def test_an_expansion_adds_a_brick_set_and_the_mounted_volume_grows(
+        pool: GlusterPool, sim: HeketiSimulator) -> None:
+    name = unique_name("grow")
+    async with HeketiClient(sim.url, "admin", TEST_ADMIN_KEY) as client:
+        info = await client.create_volume(VolumeCreateRequest(
+            size_gib=1, name=name, durability=Durability.replicate(3), gid=2002))
+        target = pool.mounts_dir / name
+        try:
+            await pool.mount(name, target)
+            try:
+                await asyncio.to_thread((target / "before").write_text, "1\n")
+                assert 0.8 < await _size_gib(target) < 1.0
+                expanded = await client.expand_volume(info.id, 1)
+                assert expanded.size_gib == 2
+                real = await pool.volume_info(name)
+                assert (real.type, real.replica, len(real.bricks)) == \
+                    ("Distributed-Replicate", 3, 6)
+                bricks = await _bricks_on_filesystems(pool, name)
+                assert len({fs for _host, fs in bricks}) == 6
+                # each set of three on the three servers (add-brick takes whole sets)
+                for first in (0, 3):
+                    assert sorted(h for h, _fs in bricks[first:first + 3]) == \
+                        sorted(pool.address(i) for i in pool.indexes)
+                await until(lambda: _grown(target), "the mounted volume shows 2 GiB",
+                            timeout=60)
+                assert await asyncio.to_thread((target / "before").read_text) == "1\n"
+                await asyncio.to_thread((target / "after").write_text, "2\n")
+            finally:
+                await pool.unmount(target)
+        finally:
+            await client.delete_volume(info.id)
+    assert name not in await _volume_names(pool)
+    pool.reload()
+    assert [fs for i in pool.indexes for fs in pool.state.server(i).filesystems] == []
+
+
+async def _grown(target: Path) -> bool:
+    return 1.8 < await _size_gib(target) < 2.0
+
+
+@pytest.mark.parametrize("durability,size,want", [
+    (Durability.replicate(3), 1, ("Replicate", 3)),
+    (Durability.disperse(2, 1), 2, ("Disperse", 3)),
+], ids=["replica3", "disperse2+1"])
+async def test_a_clone_has_the_sources_layout_size_and_files(
+        pool: GlusterPool, sim: HeketiSimulator, durability: Durability, size: int,
+        want: tuple[str, int]) -> None:
+    name = unique_name("src")
+    async with HeketiClient(sim.url, "admin", TEST_ADMIN_KEY) as client:
+        info = await client.create_volume(VolumeCreateRequest(
+            size_gib=size, name=name, durability=durability, gid=2003,
+            snapshot=Snapshot(enable=True, factor=1.0)))
+        clone_id = ""
+        src, dst = pool.mounts_dir / name, pool.mounts_dir / f"{name}-c"
+        try:
+            await pool.mount(name, src)
+            try:
+                await asyncio.to_thread(_write_tree, src)
+                source_size = await _size_gib(src)
+            finally:
+                await pool.unmount(src)
+            clone = await client.clone_volume(info.id, f"{name}_c")
+            clone_id = clone.id
+            assert clone.size_gib == size
+            real = await pool.volume_info(clone.name)
+            kind, bricks = want
+            assert (real.type, len(real.bricks)) == (kind, bricks)
+            assert sorted(h for h, _fs in await _bricks_on_filesystems(pool, clone.name)) == \
+                sorted(pool.address(i) for i in pool.indexes)
+            source_fs = {fs for _h, fs in await _bricks_on_filesystems(pool, name)}
+            assert source_fs.isdisjoint(
+                fs for _h, fs in await _bricks_on_filesystems(pool, clone.name))
+            await pool.mount(clone.name, dst)
+            try:
+                assert await asyncio.to_thread(_read_tree, dst) == _TREE
+                assert abs(await _size_gib(dst) - source_size) < 0.01
+                # the clone is a volume of its own: writing to it leaves the source alone
+                await asyncio.to_thread((dst / "only-in-clone").write_text, "c\n")
+                st = await asyncio.to_thread(os.stat, dst / "dir")
+                assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1234, 2003, 0o2750)
+            finally:
+                await pool.unmount(dst)
+            await pool.mount(name, src)
+            try:
+                assert not await asyncio.to_thread((src / "only-in-clone").exists)
+            finally:
+                await pool.unmount(src)
+        finally:
+            if clone_id:
+                await client.delete_volume(clone_id)
+            await client.delete_volume(info.id)
+    left = await _volume_names(pool)
+    assert name not in left and f"{name}_c" not in left
+    assert not any(p.name.startswith("clone-") for p in pool.mounts_dir.iterdir())
+
+
+_TREE = {"top.txt": "top\n", "dir/inner.bin": "x" * 300_000, "dir/deeper/last": "end\n"}
+
+
+def _write_tree(root: Path) -> None:
+    for relative, text in _TREE.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    os.chown(root / "dir", 1234, 2003)
+    os.chmod(root / "dir", 0o2750)
+
+
+def _read_tree(root: Path) -> dict[str, str]:
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            found[str(path.relative_to(root))] = path.read_text()
+    return found

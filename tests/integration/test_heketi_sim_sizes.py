@@ -1,7 +1,10 @@
 """Simulated volumes have their real size: statfs through a gluster mount shows it, an
 expansion grows it, a clone (what a restore is) gets its source's size and then the size it
 is expanded to, and writing beyond it fails. Each of these fails with directory bricks,
-which report the size of the disk under the brick root."""
+which report the size of the disk under the brick root.
+
+Storage: this host's glusterd, on purpose: the sized bricks of glusterd mode are what is
+tested; pool mode's bricks (one XFS each) are test_heketi_sim_pool.py's."""
 
 from __future__ import annotations
 

@@ -22,7 +22,6 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from devtools import glusterd
 from devtools.csi_client import GIB, CsiClient
 from devtools.demo import Demo, DemoFailed, Reporter
 from devtools.heketi_sim.latency import INSTANT
@@ -50,10 +49,16 @@ async def mount_a_volume(cluster: LocalCluster, csi_ctl: CsiClient, csi_node: Cs
     await csi_node.stage(volume.volume_id, staging, volume_context=context)
     await csi_node.publish(volume.volume_id, staging, target, volume_context=context)
     (target / "data").write_text("x")
-    bricks = mounts_under(cluster.brick_root)
-    assert len(bricks) == 1 and bricks[0].fstype == "xfs", "the volume's own file system"
-    assert len(mounts_under(cluster.base_dir)) == 3  # and the staging and pod mounts
+    assert cluster.pool is not None
+    info = await cluster.pool.volume_info(context["volume"])
+    assert (info.type, len({b.host for b in info.bricks})) == ("Replicate", 3), \
+        "a replica 3 volume across the pool's three servers"
+    assert len(mounts_under(cluster.base_dir)) == 2  # the staging and pod mounts
     return context["volume"], staging, target
+
+
+async def pool_has(cluster: LocalCluster, name: str) -> bool:
+    return name in await cluster.pool_volumes()
 
 
 def assert_all_exited(cluster: LocalCluster) -> None:
@@ -89,13 +94,14 @@ async def test_teardown_undoes_what_a_careless_test_left() -> None:
         async with CsiClient(cluster.controller_socket) as ctl, \
                 CsiClient(cluster.node_socket) as node:
             name, staging, target = await mount_a_volume(cluster, ctl, node, "pvc-careless")
-        assert await glusterd.volume_exists(name)
+        assert await pool_has(cluster, name)
         base = cluster.base_dir
     report = cluster.teardown_report
     assert report is not None and report.clean, report and report.text()
     assert sorted(report.unmounted) == sorted([str(target), str(staging)])
+    assert report.deleted_volumes == [], "the simulator deletes its volumes on SIGTERM"
     assert mounts_under(base) == []
-    assert not await glusterd.volume_exists(name), "the simulator deletes its volumes on SIGTERM"
+    assert cluster.pool is not None and await cluster.pool.leftovers() == []
     assert not base.exists()
     assert_all_exited(cluster)
 
@@ -115,11 +121,11 @@ async def test_teardown_after_crashes_still_cleans_mounts_volumes_and_dir() -> N
     finally:
         report = await cluster.stop()
     assert report.clean, report.text()
-    assert len(report.unmounted) == 3  # staging, pod, and the brick's file system
-    assert report.deleted_volumes == [name]
+    assert len(report.unmounted) == 2  # staging and pod
+    assert report.deleted_volumes == [name]  # it went with the pool's own `down`
     assert {c.split()[0] for c in report.crashed} == {"heketi-sim", "node"}
     assert mounts_under(base) == []
-    assert not await glusterd.volume_exists(name)
+    assert cluster.pool is not None and await cluster.pool.leftovers() == []
     assert not base.exists()
     assert_all_exited(cluster)
 

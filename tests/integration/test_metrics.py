@@ -2,7 +2,10 @@
 their event happens: RPC counts and latencies, Heketi requests by status, Heketi operation
 latency, 429s and throttling slots in use, index size (controller, against a simulator that
 throttles); mount repairs and abnormal volumes (node, on a real gluster mount whose client
-is stopped, then killed)."""
+is stopped, then killed).
+
+Storage: the node half uses a volume of this host's glusterd, on purpose: the test stops and
+kills that volume's client itself; a pool adds nothing to what a metric counts."""
 
 # Checks of the test's own directories are fine on the test's loop.
 

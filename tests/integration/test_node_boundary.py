@@ -5,6 +5,9 @@ the kubelet root never get a mount, a directory or an unmount outside it.
 data). The first tests drive the node process over gRPC as kubelet would; the last ones
 drive the real mounter in-process and swap a path component for a link while mount(8) runs,
 which no check before the mount can see.
+
+Storage: one-brick volumes of this host's glusterd, on purpose: the boundary is the node's
+own paths, whatever serves the volume.
 """
 
 # Checks of local test directories are fine on the test's loop.

@@ -3,6 +3,10 @@
 Each test starts `heketi-csi node` on a unix socket with its own kubelet root under tmp_path,
 creates `hcsitest_` gluster volumes with directory bricks, and calls the Node service as
 kubelet does. Everything (mounts, clients, volumes, processes) is removed in `finally`.
+
+Storage: this host's glusterd, on purpose (not the pool the local cluster uses): these
+tests exercise the node's mount, stats and repair logic on one-brick volumes they make and
+break themselves, in milliseconds; replication is not what they test.
 """
 
 # Checks of local test directories after unmounting are fine on the test's loop.

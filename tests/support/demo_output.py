@@ -5,6 +5,8 @@ that a step that stops being played, or fails, or is not implemented, fails them
 
 from __future__ import annotations
 
+import re
+
 # (text of the step's title, how many `[ ok ]` lines carry it)
 STEPS: tuple[tuple[str, int], ...] = (
     ("(1 GiB)", 1),  # CreateVolume pvc-<uid> (1 GiB)
@@ -40,9 +42,30 @@ BAD = ("[FAIL]", "[skip]", "UNIMPLEMENTED", "DEMO FAILED", "LEFT BEHIND", "left 
 DONE = "Demo finished: exit 0."
 
 
-def demo_problems(text: str) -> list[str]:
-    """Why `text` is not the output of a demo that played every step (empty when it is)."""
+BRICKS_STEP = "(where the bricks are)"
+BRICK_ROW = re.compile(r"^\s+brick (\d+) on server (\S+): /\S+$")
+
+
+def pool_problems(text: str) -> list[str]:
+    """Why `text` does not show a replica 3 volume whose three bricks are on three servers."""
+    problems = []
+    ok = [line for line in text.splitlines()
+          if line.startswith("[ ok ]") and BRICKS_STEP in line]
+    if len(ok) != 1 or not ok[0].endswith("Replicate, replica 3: 3 bricks on 3 servers"):
+        problems.append(f"no [ ok ] line {BRICKS_STEP!r} ending 'Replicate, replica 3: 3 "
+                        f"bricks on 3 servers': {ok}")
+    rows = [m for m in map(BRICK_ROW.match, text.splitlines()) if m]
+    if [int(m.group(1)) for m in rows] != [1, 2, 3] or len({m.group(2) for m in rows}) != 3:
+        problems.append(f"not three brick rows on three servers: {[m.group(0) for m in rows]}")
+    return problems
+
+
+def demo_problems(text: str, pool: bool = True) -> list[str]:
+    """Why `text` is not the output of a demo that played every step (empty when it is);
+    with `pool` (the local cluster's default storage) also the bricks on three servers."""
     problems = [f"the output says {bad!r}" for bad in BAD if bad in text]
+    if pool:
+        problems += pool_problems(text)
     ok = [line for line in text.splitlines() if line.startswith("[ ok ]")]
     for needle, count in STEPS:
         seen = sum(1 for line in ok if needle in line)

@@ -17,7 +17,7 @@ from devtools.csi_client import GIB, CsiClient
 from devtools.demo import Demo, Reporter, RunningDriver, play_and_unwind
 from devtools.localcluster import KubeletPaths
 from services.common.proto import csi_pb2
-from tests.support.demo_output import demo_problems
+from tests.support.demo_output import demo_problems, pool_problems
 
 
 class FakeController:
@@ -117,3 +117,18 @@ def test_the_compose_log_yields_the_demo_containers_own_lines(tmp_path: Path) ->
                                 mounts=[], loop_devices=[], host_volumes=None)
     assert compose.demo_output(observed) == ("[ ok ]  1. CreateVolume pvc-1 (1 GiB)   0.50 s  "
                                              "1 GiB\n\nDemo finished: exit 0.\n")
+
+
+def test_the_output_check_wants_three_bricks_on_three_servers() -> None:
+    step = ("[ ok ]  2. gluster volume info pvc_x (where the bricks are)   0.10 s  "
+            "Replicate, replica 3: 3 bricks on 3 servers")
+    rows = [f"         brick {n} on server 10.231.0.1{n}: /b/{n}/brick" for n in (1, 2, 3)]
+    assert pool_problems("\n".join([step, *rows])) == []
+    one_server = [row.replace("10.231.0.12", "10.231.0.11") for row in rows]
+    assert pool_problems("\n".join([step, *one_server])) != []
+    assert pool_problems("\n".join([step, *rows[:1]])) != []
+    single = step.replace("Replicate, replica 3: 3 bricks on 3 servers",
+                          "Distribute: 1 bricks on 1 servers")
+    assert pool_problems("\n".join([single, *rows])) != []
+    assert any("where the bricks are" in p for p in demo_problems("Demo finished: exit 0."))
+    assert not any("bricks" in p for p in demo_problems("Demo finished: exit 0.", pool=False))
