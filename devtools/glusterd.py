@@ -16,15 +16,14 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from devtools import host
 from services.common.commands import CommandTimeout, run_command
-from services.node import mountinfo
 
 TEST_PREFIX = "hcsitest_"
 GLUSTER = "gluster"
@@ -266,42 +265,9 @@ async def delete_volume(name: str) -> None:
         await asyncio.to_thread(_remove_brick_dir, brick)
 
 
-def _mounts_under(directory: Path) -> list[str]:
-    prefix = str(directory).rstrip("/") + "/"
-    points = [m.mount_point for m in mountinfo.read() if m.mount_point.startswith(prefix)]
-    # Deepest (and most recent) first, so that nested mounts go before their parents.
-    return sorted(points, key=lambda p: (p.count("/"), points.index(p)), reverse=True)
-
-
-def _gluster_clients_under(directory: Path) -> list[int]:
-    prefix = os.fsencode(str(directory).rstrip("/") + "/")
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-        except OSError:
-            continue
-        if os.path.basename(argv[0]) == b"glusterfs" and argv[-1].startswith(prefix):
-            pids.append(int(entry.name))
-    return pids
-
-
 async def cleanup_mounts_under(directory: Path) -> list[str]:
     """Test clean-up: kill gluster clients serving mounts below `directory` and lazily
     unmount everything mounted below it. Returns the mount points it unmounted."""
-    for pid in await asyncio.to_thread(_gluster_clients_under, directory):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    removed = []
-    for _ in range(5):
-        points = await asyncio.to_thread(_mounts_under, directory)
-        if not points:
-            break
-        for point in points:
-            # -c: no stat of a path on a dead mount. Failures show as mounts left next round.
-            with contextlib.suppress(CommandTimeout):
-                await run_command(["umount", "-c", "-l", point], UMOUNT_TIMEOUT)
-            removed.append(point)
-    return removed
+    await asyncio.to_thread(host.kill_gluster_clients_under, directory)
+    unmounted, _left = await asyncio.to_thread(host.unmount_under, [directory], lazy_only=True)
+    return unmounted

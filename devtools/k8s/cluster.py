@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from devtools import host
 from devtools.k8s import build, certs, images, registry
 from devtools.k8s.config import (
     APISERVER_PORT,
@@ -166,17 +167,8 @@ def record_host() -> None:
     HOST_RECORD.write_text(json.dumps(record, indent=2))
 
 
-def mounts() -> list[str]:
-    """Mount points, in mount order (unescaped)."""
-    out = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        mp = line.split()[4]
-        out.append(mp.encode().decode("unicode_escape"))
-    return out
-
-
 def is_mountpoint(path: Path) -> bool:
-    return str(path) in mounts()
+    return host.is_mount_point(path)
 
 
 def shared_kubelet_root() -> None:
@@ -774,19 +766,7 @@ def _stop_containers() -> None:
 
 
 def _unmount_under(prefixes: Sequence[str], include_self: bool = False) -> list[str]:
-    left = []
-    for _attempt in range(3):
-        targets = [
-            m
-            for m in mounts()
-            if any(m.startswith(p.rstrip("/") + "/") or (include_self and m == p) for p in prefixes)
-        ]
-        if not targets:
-            return []
-        for m in sorted(set(targets), key=len, reverse=True):
-            if run(["umount", m], check=False).returncode != 0:
-                run(["umount", "-l", m], check=False)
-    left = [m for m in mounts() if any(m.startswith(p.rstrip("/") + "/") for p in prefixes)]
+    _unmounted, left = host.unmount_under(prefixes, include_self=include_self)
     return left
 
 
@@ -898,7 +878,7 @@ def down() -> list[str]:
             record
             and not existed.get(hp, True)
             and os.path.lexists(hp)
-            and not [m for m in mounts() if m.startswith(hp + "/")]
+            and not host.mount_points_under([hp])
         ):
             shutil.rmtree(hp, ignore_errors=True)
     for cmd in ("iptables", "ip6tables"):
@@ -913,7 +893,7 @@ def down() -> list[str]:
     for k, val in sysctls.items():
         if val is not None:
             sysctl_set(k, str(val))
-    if not [m for m in mounts() if m.startswith((str(STATE_DIR), str(RUN_DIR)))]:
+    if not host.mount_points_under([STATE_DIR, RUN_DIR], include_self=True):
         shutil.rmtree(STATE_DIR, ignore_errors=True)
         shutil.rmtree(RUN_DIR, ignore_errors=True)
     else:
