@@ -13,9 +13,11 @@ caller's key) anywhere.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import hashlib
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,6 +33,7 @@ from services.common.errors import (
     Unavailable,
 )
 from services.common.logging import get_logger
+from services.common.server import StartupError
 from services.controller.heketi import HeketiBusy, HeketiClient, HeketiNotFound, VolumeInfo
 from services.controller.heketi.urls import heketi_url
 from services.controller.ids import (
@@ -305,3 +308,19 @@ class BackendRegistry:
     async def close(self) -> None:
         for client in self._clients.values():
             await client.close()
+
+
+def backends_from_args(args: argparse.Namespace) -> list[BackendConfig]:
+    """The backends the command line names: `--backends-file` and `--heketi-url` (shared by
+    the controller and `heketi-csi migrate`)."""
+    configured: list[BackendConfig] = []
+    if args.backends_file:
+        configured.extend(load_backends_file(args.backends_file))
+    if args.heketi_url:
+        if any(b.name == "default" for b in configured):
+            raise StartupError("--heketi-url and a backend named 'default' in --backends-file "
+                               "cannot both be given")
+        key = read_secret_file(args.heketi_key_file) or os.environ.get("HEKETI_KEY") or None
+        configured.append(BackendConfig("default", args.heketi_url.rstrip("/"),
+                                        args.heketi_user, key, args.heketi_ca_file))
+    return configured

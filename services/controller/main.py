@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 
 from services.common.config import (
     add_common_flags,
     add_flag,
-    read_secret_file,
     unix_socket_path,
 )
 from services.common.health import (
@@ -22,11 +20,10 @@ from services.common.identity import IdentityService, csi_servables
 from services.common.metrics import start_metrics_server
 from services.common.server import StartupError, run_grpc_server
 from services.controller.backends import (
-    BackendConfig,
     BackendRegistry,
     ClientSettings,
     adhoc_urls,
-    load_backends_file,
+    backends_from_args,
 )
 from services.controller.nodes import make_node_check
 from services.controller.pv_annotator import PvGidAnnotator
@@ -73,20 +70,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                   "then gives pods the volume's GID) when in a pod or given --kubeconfig; off")
     add_flag(parser, "--kubeconfig", env="HEKETI_CSI_KUBECONFIG",
              help="kubeconfig for the Kubernetes API when not running in a pod")
-
-
-def backends_from_args(args: argparse.Namespace) -> list[BackendConfig]:
-    configured: list[BackendConfig] = []
-    if args.backends_file:
-        configured.extend(load_backends_file(args.backends_file))
-    if args.heketi_url:
-        if any(b.name == "default" for b in configured):
-            raise StartupError("--heketi-url and a backend named 'default' in --backends-file "
-                               "cannot both be given")
-        key = read_secret_file(args.heketi_key_file) or os.environ.get("HEKETI_KEY") or None
-        configured.append(BackendConfig("default", args.heketi_url.rstrip("/"),
-                                        args.heketi_user, key, args.heketi_ca_file))
-    return configured
 
 
 async def run(args: argparse.Namespace) -> int:

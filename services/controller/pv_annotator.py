@@ -27,8 +27,8 @@ import aiohttp
 from services.common import context_keys
 from services.common.errors import NotFound
 from services.common.logging import get_logger
+from services.common.pv_annotations import STATE, USED_AT
 from services.controller.ids import Kind, parse_ref
-from services.migrate.journal import STATE, USED_AT
 
 GID_ANNOTATION = "pv.beta.kubernetes.io/gid"
 _log = get_logger("pv-annotator")

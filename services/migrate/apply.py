@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
+from services.common import pv_annotations
 from services.migrate import build, journal
 from services.migrate.intree import endpoints_ref, glusterfs_source, per_claim
 from services.migrate.journal import Obj, Original
@@ -125,7 +126,7 @@ class Applier(Mover):
             unusable_since = time.monotonic()
             unit.new_pv = await self._create_csi_pv(unit, unit.old_pv)
         else:
-            state = journal.notes_of(unit.new_pv).get(journal.STATE)
+            state = journal.notes_of(unit.new_pv).get(pv_annotations.STATE)
             self.progress.say(unit, f"resuming the move begun earlier ({state})")
         original = journal.original_of(unit.new_pv)
         if original is None:
@@ -168,11 +169,11 @@ class Applier(Mover):
         """Retain, with the original policy saved first (in the same patch)."""
         policy = _spec(pv).get("persistentVolumeReclaimPolicy", "Delete")
         notes = journal.notes_of(pv)
-        if journal.RECLAIM_POLICY in notes and policy == "Retain":
+        if pv_annotations.RECLAIM_POLICY in notes and policy == "Retain":
             return pv
         patch: Obj = {"spec": {"persistentVolumeReclaimPolicy": "Retain"}}
-        if journal.RECLAIM_POLICY not in notes:
-            patch["metadata"] = {"annotations": {journal.RECLAIM_POLICY: policy}}
+        if pv_annotations.RECLAIM_POLICY not in notes:
+            patch["metadata"] = {"annotations": {pv_annotations.RECLAIM_POLICY: policy}}
         self.progress.say(unit, f"PV {name(pv)}: reclaim policy {policy} -> Retain")
         return await self.kube.patch_pv(name(pv), patch)
 
@@ -182,7 +183,7 @@ class Applier(Mover):
         original_pv = journal.clean(old)
         assert original_pv is not None
         original_pv["spec"]["persistentVolumeReclaimPolicy"] = \
-            journal.notes_of(old)[journal.RECLAIM_POLICY]
+            journal.notes_of(old)[pv_annotations.RECLAIM_POLICY]
         endpoints, service = await self._per_claim_endpoints(unit, old, uid(unit.pvc))
         original = Original(pv=original_pv, pvc=journal.clean(unit.pvc) or {},
                             pvc_uid=uid(unit.pvc), endpoints=journal.clean(endpoints),
@@ -224,12 +225,12 @@ class Applier(Mover):
 
     async def _finish(self, unit: Unit, pv: Obj) -> None:
         notes = journal.notes_of(pv)
-        policy = notes.get(journal.RECLAIM_POLICY, "Delete")
+        policy = notes.get(pv_annotations.RECLAIM_POLICY, "Delete")
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         unit.new_pv = await self.kube.patch_pv(name(pv), {
             "spec": {"persistentVolumeReclaimPolicy": policy},
-            "metadata": {"annotations": {journal.STATE: journal.DONE,
-                                         journal.MIGRATED_AT: now}}})
+            "metadata": {"annotations": {pv_annotations.STATE: journal.DONE,
+                                         pv_annotations.MIGRATED_AT: now}}})
         unit.status = Status.MIGRATED
 
 

@@ -7,6 +7,7 @@ import copy
 import re
 from typing import Any
 
+from services.common import pv_annotations
 from services.controller.heketi import VolumeInfo
 from services.controller.service import volume_context
 from services.migrate import journal
@@ -75,10 +76,10 @@ def csi_pv(*, original: Original, info: VolumeInfo, volume_id: str, driver: str,
     if "provisioner" in refs:
         notes[_DELETION_SECRET + "name"] = refs["provisioner"]["name"]
         notes[_DELETION_SECRET + "namespace"] = refs["provisioner"]["namespace"]
-    notes[journal.FROM_PV] = original.pv["metadata"]["name"]
-    notes[journal.RECLAIM_POLICY] = old_spec.get("persistentVolumeReclaimPolicy", "Delete")
-    notes[journal.ORIGINAL] = original.encode()
-    notes[journal.STATE] = journal.MIGRATING
+    notes[pv_annotations.FROM_PV] = original.pv["metadata"]["name"]
+    notes[pv_annotations.RECLAIM_POLICY] = old_spec.get("persistentVolumeReclaimPolicy", "Delete")
+    notes[pv_annotations.ORIGINAL] = original.encode()
+    notes[pv_annotations.STATE] = journal.MIGRATING
     csi: Obj = {"driver": driver, "volumeHandle": volume_id,
                 "volumeAttributes": volume_context(info)}
     for prefix, field in _SECRET_REFS.items():
@@ -105,7 +106,7 @@ def csi_pv(*, original: Original, info: VolumeInfo, volume_id: str, driver: str,
 def _in_tree_only(key: str) -> bool:
     """Annotations the in-tree provisioner or the binder wrote, which a CSI PV must not keep."""
     return key in ("kubernetes.io/createdby", "Description", "gluster.org/type") or \
-        key.startswith(journal.PREFIX) or key in ("pv.kubernetes.io/bound-by-controller",
+        key.startswith(pv_annotations.PREFIX) or key in ("pv.kubernetes.io/bound-by-controller",
                                                   "pv.kubernetes.io/provisioned-by")
 
 
@@ -116,7 +117,7 @@ def claim_for(original: Original, pv_name: str, storage_class: str, from_pv: str
     notes = dict(pvc["metadata"].get("annotations") or {})
     notes.pop("volume.beta.kubernetes.io/storage-class", None)
     if from_pv:
-        notes[journal.FROM_PV] = from_pv
+        notes[pv_annotations.FROM_PV] = from_pv
     pvc["metadata"]["annotations"] = notes
     spec = pvc["spec"]
     spec["storageClassName"] = storage_class
@@ -133,8 +134,8 @@ def restored_pv(original: Original, csi_pv_name: str) -> Obj:
     assert pv is not None
     spec = pv["spec"]
     notes = dict(pv["metadata"].get("annotations") or {})
-    notes[journal.RECLAIM_POLICY] = spec.get("persistentVolumeReclaimPolicy", "Delete")
-    notes[journal.ROLLED_BACK_FROM] = csi_pv_name
+    notes[pv_annotations.RECLAIM_POLICY] = spec.get("persistentVolumeReclaimPolicy", "Delete")
+    notes[pv_annotations.ROLLED_BACK_FROM] = csi_pv_name
     pv["metadata"]["annotations"] = notes
     spec["persistentVolumeReclaimPolicy"] = "Retain"
     ref = spec.get("claimRef") or {}

@@ -11,8 +11,7 @@ import asyncio
 import base64
 
 from services.common.config import DEFAULT_DRIVER_NAME, add_flag, add_logging_flags
-from services.controller.backends import BackendConfig
-from services.controller.main import backends_from_args
+from services.controller.backends import BackendConfig, backends_from_args
 from services.migrate.apply import Applier, Timeouts, dry_run
 from services.migrate.heketi import HeketiAccess
 from services.migrate.kube import Kube, KubeError, connect

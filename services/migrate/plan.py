@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from services.common import pv_annotations
 from services.common.errors import NotFound
 from services.controller.heketi import VolumeInfo
 from services.controller.ids import Kind, parse_ref
@@ -116,7 +117,7 @@ class Planner:
         units: dict[tuple[str, str], Unit] = {}
         for pv in self.pvs:
             in_tree = glusterfs_source(pv) is not None
-            journaled = _is_ours(pv, self.driver) and journal.FROM_PV in journal.notes_of(pv)
+            journaled = _is_ours(pv, self.driver) and pv_annotations.FROM_PV in journal.notes_of(pv)
             if not in_tree and not journaled:
                 continue
             claim = claim_of(pv) or ("", name(pv))
@@ -143,7 +144,7 @@ class Planner:
     async def examine(self, unit: Unit) -> None:
         unit.pods = await self.pods_using(unit.namespace, unit.claim) if unit.namespace else []
         if unit.new_pv is not None:
-            state = journal.notes_of(unit.new_pv).get(journal.STATE, "")
+            state = journal.notes_of(unit.new_pv).get(pv_annotations.STATE, "")
             if journal.original_of(unit.new_pv) is None:
                 unit.status = Status.ERROR
                 unit.reasons.append(f"PV {name(unit.new_pv)} has no readable migrate journal")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 
+from services.common import pv_annotations
 from services.migrate import build, journal
 from services.migrate.apply import Mover
 from services.migrate.intree import refers_to_claim
@@ -46,7 +47,7 @@ class RollBacker(Mover):
         """No CSI PV: at most the in-tree PV was set to Retain (or a rollback stopped at its
         last step). Put its reclaim policy back."""
         old = unit.old_pv
-        if old is None or journal.RECLAIM_POLICY not in journal.notes_of(old):
+        if old is None or pv_annotations.RECLAIM_POLICY not in journal.notes_of(old):
             return self.progress.done(unit, Outcome.SKIPPED, "not migrated; nothing to undo")
         await self._restore_in_tree_policy(unit, old)
         return self.progress.done(unit, Outcome.DONE, f"PV {name(old)} as it was")
@@ -58,17 +59,17 @@ class RollBacker(Mover):
         if original is None:
             return self.progress.done(unit, Outcome.FAILED, "the migrate journal is unreadable")
         notes = journal.notes_of(csi_pv)
-        if notes.get(journal.STATE) == journal.DONE and not force:
+        if notes.get(pv_annotations.STATE) == journal.DONE and not force:
             why = await self._used_since(unit, csi_pv, original)
             if why:
                 return self.progress.done(unit, Outcome.BLOCKED,
                                           f"{why}; rollback refused (--force overrides)")
-        if notes.get(journal.STATE) != journal.ROLLING_BACK or \
+        if notes.get(pv_annotations.STATE) != journal.ROLLING_BACK or \
                 _spec(csi_pv).get("persistentVolumeReclaimPolicy") != "Retain":
             self.progress.say(unit, f"PV {name(csi_pv)}: reclaim policy -> Retain")
             csi_pv = await self.kube.patch_pv(name(csi_pv), {
                 "spec": {"persistentVolumeReclaimPolicy": "Retain"},
-                "metadata": {"annotations": {journal.STATE: journal.ROLLING_BACK}}})
+                "metadata": {"annotations": {pv_annotations.STATE: journal.ROLLING_BACK}}})
         old_name = original.pv["metadata"]["name"]
 
         pvc = await self.kube.pvc(unit.namespace, unit.claim)
@@ -109,14 +110,14 @@ class RollBacker(Mover):
         return self.progress.done(unit, Outcome.DONE, f"bound to the in-tree PV {old_name}")
 
     async def _used_since(self, unit: Unit, csi_pv: Obj, original: Original) -> str | None:
-        used = journal.notes_of(csi_pv).get(journal.USED_AT)
+        used = journal.notes_of(csi_pv).get(pv_annotations.USED_AT)
         if used:
             return f"a pod used the claim since the move (attached at {used})"
         capacity = (_spec(csi_pv).get("capacity") or {}).get("storage")
         was = (original.pv["spec"].get("capacity") or {}).get("storage")
         if capacity != was:
             return f"the volume was resized since the move ({was} -> {capacity})"
-        since = _time(journal.notes_of(csi_pv).get(journal.MIGRATED_AT))
+        since = _time(journal.notes_of(csi_pv).get(pv_annotations.MIGRATED_AT))
         users = [name(p) for p in await self.kube.pods(unit.namespace)
                  if refers_to_claim(p, unit.claim)
                  and _time((p.get("metadata") or {}).get("creationTimestamp")) >= since]
@@ -138,9 +139,9 @@ class RollBacker(Mover):
 
     async def _restore_in_tree_policy(self, unit: Unit, pv: Obj) -> None:
         notes = journal.notes_of(pv)
-        policy = notes.get(journal.RECLAIM_POLICY, "Delete")
+        policy = notes.get(pv_annotations.RECLAIM_POLICY, "Delete")
         self.progress.say(unit, f"PV {name(pv)}: reclaim policy -> {policy}")
         await self.kube.patch_pv(name(pv), {
             "spec": {"persistentVolumeReclaimPolicy": policy},
-            "metadata": {"annotations": {journal.RECLAIM_POLICY: None,
-                                         journal.ROLLED_BACK_FROM: None}}})
+            "metadata": {"annotations": {pv_annotations.RECLAIM_POLICY: None,
+                                         pv_annotations.ROLLED_BACK_FROM: None}}})

@@ -1,10 +1,12 @@
 """The pure parts of `heketi-csi migrate`: recognising in-tree objects, the objects it
-builds, the journal, and the exit codes. (Against an API server: test_migrate_apiserver.py.)"""
+builds, the journal, and the exit codes. (Against an API server:
+tests/integration/test_migrate_apiserver.py.)"""
 
 from __future__ import annotations
 
 import pytest
 
+from services.common import pv_annotations
 from services.controller.heketi import Durability, GlusterMount, Snapshot, VolumeInfo
 from services.migrate import build, journal
 from services.migrate.intree import heketi_ref, per_claim, uses_claim
@@ -95,8 +97,9 @@ def test_the_csi_pv_keeps_what_users_rely_on_and_carries_the_journal() -> None:
     assert notes["volume.kubernetes.io/provisioner-deletion-secret-name"] == "k"
     assert "kubernetes.io/createdby" not in notes
     assert "pv.kubernetes.io/bound-by-controller" not in notes
-    assert notes[journal.RECLAIM_POLICY] == "Delete" and notes[journal.STATE] == journal.MIGRATING
-    assert Original.decode(notes[journal.ORIGINAL]) == original
+    assert notes[pv_annotations.RECLAIM_POLICY] == "Delete"
+    assert notes[pv_annotations.STATE] == journal.MIGRATING
+    assert Original.decode(notes[pv_annotations.ORIGINAL]) == original
     spec = pv["spec"]
     assert spec["persistentVolumeReclaimPolicy"] == "Retain"  # until the move is done
     assert spec["capacity"] == {"storage": "3Gi"} and spec["mountOptions"] == ["log-level=ERROR"]
@@ -114,7 +117,7 @@ def test_the_new_claim_keeps_name_labels_annotations_without_binding_marks() -> 
     pvc = build.claim_for(original, "new-pv", "gluster-csi", f"pvc-{UID}")
     meta = pvc["metadata"]
     assert (meta["name"], meta["namespace"], meta["labels"]) == ("data", "app", {"app": "db"})
-    assert meta["annotations"] == {"owner": "team-a", journal.FROM_PV: f"pvc-{UID}"}
+    assert meta["annotations"] == {"owner": "team-a", pv_annotations.FROM_PV: f"pvc-{UID}"}
     assert "uid" not in meta and "status" not in pvc
     assert pvc["spec"]["volumeName"] == "new-pv"
     assert pvc["spec"]["storageClassName"] == "gluster-csi"
@@ -127,7 +130,7 @@ def test_a_restored_pv_is_pre_bound_by_name_and_retained_until_done() -> None:
     pv = build.restored_pv(original, "new-pv")
     assert pv["spec"]["glusterfs"]["path"] == f"vol_{HID}"
     assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
-    assert pv["metadata"]["annotations"][journal.RECLAIM_POLICY] == "Delete"
+    assert pv["metadata"]["annotations"][pv_annotations.RECLAIM_POLICY] == "Delete"
     assert "uid" not in pv["spec"]["claimRef"]
 
 
@@ -172,5 +175,6 @@ def test_class_map() -> None:
 
 
 def test_an_unreadable_journal_is_none() -> None:
-    assert journal.original_of({"metadata": {"annotations": {journal.ORIGINAL: "{"}}}) is None
+    unreadable = {"metadata": {"annotations": {pv_annotations.ORIGINAL: "{"}}}
+    assert journal.original_of(unreadable) is None
     assert journal.original_of({"metadata": {}}) is None

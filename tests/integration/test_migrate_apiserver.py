@@ -35,6 +35,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from devtools.heketi_sim.latency import INSTANT
 from devtools.heketi_sim.server import HeketiSimulator
 from services.cli import main as cli_main
+from services.common import pv_annotations
 from services.controller.heketi import HeketiClient, HeketiNotFound
 from services.controller.ids import Kind, adoption_mark, make_ref
 from services.controller.pv_annotator import GID_ANNOTATION, PvGidAnnotator
@@ -325,7 +326,7 @@ async def assert_migrated(rig: Rig, old: InTree, policy: str = "Delete") -> Any:
     notes = new.metadata.annotations
     assert notes["pv.beta.kubernetes.io/gid"] == str(old.volume.gid)
     assert notes["pv.kubernetes.io/provisioned-by"] == DRIVER
-    assert notes[journal.STATE] == journal.DONE
+    assert notes[pv_annotations.STATE] == journal.DONE
     assert new.spec.persistent_volume_reclaim_policy == policy
     assert new.spec.storage_class_name == CSI_CLASS
     assert new.spec.mount_options == ["log-level=ERROR"]
@@ -367,7 +368,7 @@ async def test_apply_waits_for_pods_never_deletes_them_and_resumes(rig: Rig) -> 
     await rig.core.read_namespaced_pod("used-0", rig.namespace)  # still there
     old = await rig.pv(used.pv)
     assert old.spec.persistent_volume_reclaim_policy == "Retain"
-    assert old.metadata.annotations[journal.RECLAIM_POLICY] == "Delete"
+    assert old.metadata.annotations[pv_annotations.RECLAIM_POLICY] == "Delete"
     assert (await rig.pvc("used")).metadata.uid == used.pvc_uid
     assert await rig.pv(f"{used.pv}-csi") is None
 
@@ -431,7 +432,7 @@ async def test_rollback_restores_the_in_tree_objects_unless_used_since(rig: Rig)
     old = await rig.pv(claim.pv)
     assert old.spec.glusterfs.path == claim.volume.name
     assert old.spec.persistent_volume_reclaim_policy == "Delete"
-    assert not any(k.startswith(journal.PREFIX) for k in old.metadata.annotations)
+    assert not any(k.startswith(pv_annotations.PREFIX) for k in old.metadata.annotations)
     pvc = await rig.pvc("back")
     assert pvc.status.phase == "Bound" and pvc.spec.volume_name == claim.pv
     assert pvc.spec.storage_class_name == IN_TREE_CLASS
@@ -488,7 +489,7 @@ async def test_the_controller_annotates_gids_and_marks_migrated_pvs_used(
 
         async def marked() -> bool:
             pv = await rig.pv(new_pv)
-            return journal.USED_AT in (pv.metadata.annotations or {})
+            return pv_annotations.USED_AT in (pv.metadata.annotations or {})
 
         await wait(marked, "the used-at mark")
     finally:
