@@ -491,9 +491,12 @@ async def test_failure_on_the_queue_carries_heketis_text(sim: HeketiSimulator,
                                                          target: HeketiTarget) -> None:
     client = target.client()
     before = len(sim.visible_volumes())
-    sim.fail_next(1, 500, "volume create: vol_x: failed: Commit failed on sim-node-2",
-                  kinds=["create"], on_queue=True)
-    with pytest.raises(HeketiOperationFailed, match="Commit failed on sim-node-2") as caught:
+    # (`Commit failed on <peer>` is a server going away: retryable, HeketiServerDown)
+    text = ("volume create: vol_x: failed: Brick: sim-node-2:/b/x not available. Brick may "
+            "be containing or be contained by an existing brick.")
+    sim.fail_next(1, 500, text, kinds=["create"], on_queue=True)
+    with pytest.raises(HeketiOperationFailed, match="Brick: sim-node-2:/b/x not available") \
+            as caught:
         await client.create_volume(VolumeCreateRequest(size_gib=1))
     assert "'test'" in str(caught.value)  # names the backend
     assert len(sim.visible_volumes()) == before
