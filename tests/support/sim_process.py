@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
@@ -55,12 +56,13 @@ class SimProcess:
                 "--db", str(self.db), "--cleaner-start", str(self.cleaner_start_s),
                 "--cleaner-refresh", str(self.cleaner_refresh_s)]
         self._starts += 1
-        with open(self.log_path, "ab") as log:
-            log.write(f"--- start {self._starts}\n".encode())
-            log.flush()
+        log = await asyncio.to_thread(self._open_log)
+        try:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=REPO, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=log)
+        finally:
+            log.close()
         assert self.proc.stdout is not None
         try:
             line = (await asyncio.wait_for(self.proc.stdout.readline(), START_TIMEOUT)).decode()
@@ -71,6 +73,12 @@ class SimProcess:
             await self.stop()
             raise RuntimeError(f"the simulator did not start: {line!r}\n{self.log()[-2000:]}")
         self.port = int(line.strip().rsplit(":", 1)[-1])
+
+    def _open_log(self) -> BinaryIO:
+        log = open(self.log_path, "ab")  # noqa: SIM115 (handed to the child, then closed)
+        log.write(f"--- start {self._starts}\n".encode())
+        log.flush()
+        return log
 
     async def kill(self) -> None:
         """SIGKILL (the state file stays)."""
