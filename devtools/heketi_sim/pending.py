@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from devtools.heketi_sim.model import Topology
+from devtools.heketi_sim.model import Topology, Volume
 
 # the simulator's operation kind -> Heketi's type_name
 TYPE_NAMES = {"create": "create-volume", "delete": "delete-volume",
@@ -74,7 +74,8 @@ def clean(topo: Topology, op: PendingOp) -> None:
     """Roll a stale operation back as Heketi's cleaner does (delete: finish it)."""
     volume = topo.volumes.get(op.volume_id)
     if op.kind == "expand":
-        topo.free_bricks(op.bricks)  # the volume keeps its size
+        if volume is not None:
+            drop_bricks(topo, volume, op.bricks)  # the volume keeps its size
         return
     if op.kind == "clone":
         source = topo.volumes.get(op.source_id)
@@ -82,3 +83,9 @@ def clean(topo: Topology, op: PendingOp) -> None:
             source.pending = None
     if volume is not None:
         topo.remove_volume(volume)
+
+
+def drop_bricks(topo: Topology, volume: Volume, bricks: list[str]) -> None:
+    """Take an expansion's bricks off the volume again and free them."""
+    volume.bricks = [b for b in volume.bricks if b not in set(bricks)]
+    topo.free_bricks(bricks)

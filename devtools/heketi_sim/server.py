@@ -887,16 +887,18 @@ class HeketiSimulator:
         except NoSpace as exc:  # as it is: `Maximum number of bricks reached.`, ...
             return text_response(500, f"Failed to allocate volume expansion: {exc}")
         new_ids = [b.id for b in bricks]
+        # Heketi's Build adds the bricks to the volume: a read shows them at once, the size
+        # only when the expansion ends (and a crash leaves them there, see pending.py)
+        volume.bricks.extend(new_ids)
 
         async def work() -> str | None:
             if self.gluster is not None and volume.real_brick:
                 await self.gluster.grow(volume.name, volume.size_gib + size, new_ids)
-            volume.bricks.extend(new_ids)
             volume.size_gib += size
             return f"/volumes/{volume.id}"
 
         async def rollback() -> None:
-            self.topology.free_bricks(new_ids)
+            pending.drop_bricks(self.topology, volume, new_ids)
 
         record = PendingOp(new_id(), "expand", volume.id, list(new_ids))
         return await self._start(request, "expand", work, rollback, record=record)

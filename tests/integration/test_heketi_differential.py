@@ -32,6 +32,7 @@ import aiohttp
 import pytest
 
 from devtools.heketi_real import HeketiNotBuilt, RealHeketi, RealHeketiConfig
+from devtools.heketi_real.server import binaries
 from devtools.heketi_sim.latency import INSTANT
 from devtools.heketi_sim.server import HeketiSimulator
 from services.controller.heketi.auth import authorization_header, make_token
@@ -639,6 +640,40 @@ class Crashable:
     restart: Callable[[], Awaitable[None]]
     log: Callable[[], str]
 
+    async def lasting(self, on: bool) -> None:
+        """The simulator's operations last 30 s (for a kill to find them pending) or none;
+        the real one's take what they take."""
+        if self.wire.name == "sim":
+            reply = await self.wire.call("POST", "/_sim/faults",
+                                         {"op_latency": 30 if on else 0})
+            assert reply.status == 200, reply
+
+    async def quietly(self, method: str, path: str, body: Any = None) -> str:
+        """An operation to its end, not recorded (set-up): the result's Location."""
+        reply = await self.wire.call(method, path, body)
+        assert reply.status == 202, (self.wire.name, method, path, reply.status, reply.text)
+        result = await self.wire.finish(reply.headers["Location"])
+        assert result.status in (303, 204), (self.wire.name, result.status, result.text)
+        return result.headers.get("Location", "")
+
+    async def crash_during(self, what: str,
+                           attempt: Callable[[int], Awaitable[Reply]]) -> int:
+        """`attempt(i)` sends an operation (202); SIGKILL at once, restart; again until the
+        restarted Heketi holds one stale operation. Returns the attempt that left it."""
+        for i in range(20):
+            await self.lasting(False)
+            accepted = await attempt(i)
+            assert accepted.status == 202, (self.wire.name, what, accepted.status,
+                                            accepted.text)
+            await self.kill()
+            await self.restart()
+            await self.lasting(False)
+            if (await self.wire.call("GET", "/operations")).json()["stale"] == 1:
+                print(f"{self.wire.name}: a stale {what} after {i + 1} kill(s)",
+                      file=sys.stderr)
+                return i
+        pytest.fail(f"{self.wire.name}: no {what} was left pending by 20 kills")
+
 
 @contextlib.asynccontextmanager
 async def crashables(tmp_path: Any) -> AsyncIterator[tuple[Crashable, Crashable]]:
@@ -702,6 +737,8 @@ async def _stale_create(c: Crashable) -> None:
     [op] = listing.json()["pendingoperations"]
     w.record("the stale operation", type_name=op["type_name"], status=op["status"],
              sub_status=op["sub_status"])
+    w.record("heketi-cli server operations info",
+             out=await _heketi_cli(w, "server", "operations", "info"))
     details = await w.step("pending details", "GET", f"/operations/pending/{op['id']}")
     changes = details.json()["changes"]
     w.record("its changes", changes=[ch["description"] for ch in changes])
@@ -748,3 +785,102 @@ async def test_a_crash_leaves_a_stale_create_until_cleaned(tmp_path: Any) -> Non
                                           "failed": 0, "new": 0}
         assert r["start-up warning"] == {"logged": True}
         assert r["space held"]["spent"] > 0 and r["space after the cleanup"]["spent"] == 0
+
+
+async def _heketi_cli(w: Wire, *args: str) -> str:
+    """What the real heketi-cli prints (ids as <id>) when pointed at `w`."""
+    _heketi, cli = binaries()
+    proc = await asyncio.create_subprocess_exec(
+        str(cli), "--server", w.url, "--user", "admin", "--secret", ADMIN_KEY, *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    return f"exit {proc.returncode}: {norm(out.decode(errors='replace'))}"
+
+
+async def _stale_after(c: Crashable, label: str) -> dict[str, Any]:
+    """Record the one stale operation's summary; returns it with its changes."""
+    w = c.wire
+    w.record(f"{label}: operations counts", **(await w.call("GET", "/operations")).json())
+    [op] = (await w.call("GET", "/operations/pending")).json()["pendingoperations"]
+    details = (await w.call("GET", f"/operations/pending/{op['id']}")).json()
+    w.record(f"{label}: the stale operation", type_name=op["type_name"],
+             status=op["status"], changes=[ch["description"] for ch in details["changes"]])
+    return dict(details)
+
+
+async def _stale_delete_and_expand(c: Crashable) -> None:
+    w = c.wire
+    names: dict[int, str] = {}
+    volume_ids: dict[int, str] = {}
+
+    async def delete(i: int) -> Reply:
+        names[i] = f"del_{i}"
+        location = await c.quietly("POST", "/volumes", {"size": 1, "name": names[i],
+                                                        "durability": REPLICA_3})
+        volume_ids[i] = location.rsplit("/", 1)[-1]
+        await c.lasting(True)
+        return await w.call("DELETE", f"/volumes/{volume_ids[i]}")
+
+    free_before = await w.free_kib()
+    i = await c.crash_during("delete", delete)
+    for j in range(i):  # the attempts whose delete finished before the kill: gone
+        assert (await w.call("GET", f"/volumes/{volume_ids[j]}")).status == 404, w.name
+    name, volume_id = names[i], volume_ids[i]
+    await _stale_after(c, "delete")
+    await w.step("delete: GET the volume", "GET", f"/volumes/{volume_id}")
+    listed = (await w.call("GET", "/volumes")).json()["volumes"]
+    w.record("delete: listed", listed=volume_id in listed)
+    await w.step("delete: DELETE it again", "DELETE", f"/volumes/{volume_id}")
+    clash = await w.call("POST", "/volumes", {"size": 1, "name": name})
+    w.record("delete: create the same name", status=clash.status,
+             text=norm(clash.text).replace(name, "<name>"))
+    w.record("delete: space held", spent=free_before - await w.free_kib())
+    await w.operation("delete: cleanup", "POST", "/operations/pending/cleanup", {})
+    await w.step("delete: GET the volume after the cleanup", "GET", f"/volumes/{volume_id}")
+    w.record("delete: after the cleanup", spent=free_before - await w.free_kib(),
+             **(await w.call("GET", "/operations")).json())
+
+    expanded: dict[int, str] = {}
+
+    async def expand(i: int) -> Reply:
+        location = await c.quietly("POST", "/volumes", {"size": 1, "name": f"exp_{i}",
+                                                        "durability": REPLICA_3})
+        expanded[i] = location.rsplit("/", 1)[-1]
+        await c.lasting(True)
+        return await w.call("POST", f"/volumes/{expanded[i]}/expand", {"expand_size": 1})
+
+    i = await c.crash_during("expansion", expand)
+    volume_id = expanded[i]
+    for j in range(i):  # expanded before the kill: out of the way
+        await c.quietly("DELETE", f"/volumes/{expanded[j]}")
+    free_before = await w.free_kib()
+    await _stale_after(c, "expand")
+    info = await w.step("expand: GET the volume", "GET", f"/volumes/{volume_id}")
+    if info.status == 200:
+        w.record("expand: the volume", size=info.json()["size"],
+                 bricks=len(info.json()["bricks"]))
+    listed = (await w.call("GET", "/volumes")).json()["volumes"]
+    w.record("expand: listed", listed=volume_id in listed)
+    await w.step("expand: expand it again", "POST", f"/volumes/{volume_id}/expand",
+                 {"expand_size": 1})
+    await w.operation("expand: cleanup", "POST", "/operations/pending/cleanup", {})
+    info = await w.step("expand: GET the volume after the cleanup", "GET",
+                        f"/volumes/{volume_id}")
+    if info.status == 200:
+        w.record("expand: the volume after the cleanup", size=info.json()["size"],
+                 bricks=len(info.json()["bricks"]))
+    w.record("expand: after the cleanup", freed=await w.free_kib() - free_before,
+             **(await w.call("GET", "/operations")).json())
+
+
+async def test_a_crash_leaves_stale_deletes_and_expansions(tmp_path: Any) -> None:
+    """The same with a delete, then an expansion, pending at the kill."""
+    async with crashables(tmp_path) as (real, sim):
+        await _stale_delete_and_expand(real)
+        await _stale_delete_and_expand(sim)
+        found = differences(real.wire, sim.wire)
+        for diff in found:
+            print(f"[stale-delete-expand] {detail(real.wire, sim.wire, diff)}",
+                  file=sys.stderr)
+        assert not found, "the simulator answers differently from the real Heketi:\n" + \
+            "\n".join(detail(real.wire, sim.wire, d) for d in found)
