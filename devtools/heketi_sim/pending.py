@@ -89,3 +89,17 @@ def drop_bricks(topo: Topology, volume: Volume, bricks: list[str]) -> None:
     """Take an expansion's bricks off the volume again and free them."""
     volume.bricks = [b for b in volume.bricks if b not in set(bricks)]
     topo.free_bricks(bricks)
+
+
+MAX_CLEANUP_IDS = 32
+_HEX = set("0123456789abcdefABCDEF")
+
+
+def invalid_ids(ids: list[str]) -> str | None:
+    """Heketi's ValidateIds for `POST /operations/pending/cleanup`: what is wrong, or None."""
+    if len(ids) > MAX_CLEANUP_IDS:
+        return f"too many ids specified ({len(ids)}), up to {MAX_CLEANUP_IDS} supported"
+    for op_id in ids:
+        if len(op_id) != 32 or not set(op_id) <= _HEX:
+            return f"{op_id[:64]} is not a valid UUID"
+    return None

@@ -703,9 +703,9 @@ class HeketiSimulator:
         ids = msg.get("operations") or []
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             return text_response(422, "request unable to be parsed")
-        if len(ids) > 32:
-            return text_response(400, f"validation failed: operations: too many ids "
-                                      f"specified ({len(ids)}), up to 32 supported.")
+        problem = pending.invalid_ids(ids)
+        if problem is not None:
+            return text_response(400, f"validation failed: operations: {problem}.")
 
         async def work() -> str | None:
             await self.clean_stale(set(ids))

@@ -755,6 +755,13 @@ async def _stale_create(c: Crashable) -> None:
              text=norm(clash.text).replace(name, "<name>"))
     w.record("space held", spent=free_before - await w.free_kib())
     await w.step("cleanup, unparsable", "POST", "/operations/pending/cleanup", "[1]")
+    await w.step("cleanup, a bad id", "POST", "/operations/pending/cleanup",
+                 {"operations": ["xyz"]})
+    await w.step("cleanup, 33 ids", "POST", "/operations/pending/cleanup",
+                 {"operations": [ZERO] * 33})
+    await w.operation("cleanup of another id", "POST", "/operations/pending/cleanup",
+                      {"operations": [ZERO]})
+    w.record("still stale", **(await w.call("GET", "/operations")).json())
     await w.operation("cleanup", "POST", "/operations/pending/cleanup", {})
     after = await w.call("GET", "/operations")
     w.record("operations after the cleanup", **after.json())
