@@ -754,6 +754,10 @@ async def _stale_create(c: Crashable) -> None:
     w.record("create the same name", status=clash.status,
              text=norm(clash.text).replace(name, "<name>"))
     w.record("space held", spent=free_before - await w.free_kib())
+    other = await w.operation("create another name meanwhile", "POST", "/volumes",
+                              {"size": 1, "name": "other", "durability": REPLICA_3})
+    w.record("listed meanwhile", count=len((await w.call("GET", "/volumes")).json()["volumes"]))
+    await w.operation("delete it", "DELETE", other)
     await w.step("cleanup, unparsable", "POST", "/operations/pending/cleanup", "[1]")
     await w.step("cleanup, a bad id", "POST", "/operations/pending/cleanup",
                  {"operations": ["xyz"]})
