@@ -7,9 +7,12 @@ simulator's fault injection and runs on it only, its `sim_only` mark saying why.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+from collections import Counter
 
+import aiohttp
 import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -17,6 +20,7 @@ from grpclib.exceptions import GRPCError
 from devtools.heketi_sim.latency import INSTANT
 from devtools.localcluster.processes import probe, wait_log_line, wait_ready
 from services.common.proto import csi_pb2
+from services.controller.heketi.auth import authorization_header, make_token
 from services.controller.ids import volume_name
 from services.controller.service import PUBLISH_HEKETI_WAIT_S
 from tests.support.conditions import pending_operations, until
@@ -564,3 +568,59 @@ async def test_heketi_killed_during_creates_then_each_volume_exactly_once(tmp_pa
         finally:
             controller.channel.close()
             await controller.proc.stop()
+
+
+async def test_heketi_killed_during_a_delete_then_it_finishes_the_delete(tmp_path, heketi):
+    """A Heketi that dies mid-delete keeps the delete as a stale operation: the volume is
+    hidden and unlisted, its space held, until the background cleaner finishes the delete.
+    The driver's retried DeleteVolume succeeds (the volume reads as gone), and Heketi's
+    cleaner then gives the space back: nothing is orphaned. On the simulator (the delete
+    always pending at the kill) the success comes while the operation is still stale."""
+    async with heketi.crashable(tmp_path / "heketi", sim_cleaner_start=3.0) as crashing:
+        free_before = await crashing.free_kib()
+        controller = await start_controller(tmp_path, crashing.url, "hdelcrash")
+        try:
+            await wait_ready(controller.proc, controller.socket)
+            if crashing.proc is not None:  # the create need not last; the delete must
+                await _sim_latency(crashing, INSTANT)
+            reply = await controller.stub.CreateVolume(create_request("pvc-hdel"), timeout=30)
+            volume_id = reply.volume.volume_id
+            if crashing.proc is not None:
+                await _sim_latency(crashing, 30.0)
+            call = asyncio.create_task(controller.stub.DeleteVolume(
+                csi_pb2.DeleteVolumeRequest(volume_id=volume_id), timeout=30))
+            await wait_log_line(controller.proc, lambda line: (
+                "heketi operation started" in line and "delete" in line),
+                "the delete accepted by Heketi")
+            await crashing.go_offline()
+            with contextlib.suppress(GRPCError):
+                await call
+            if crashing.proc is not None:
+                crashing.proc.op_latency = INSTANT
+            await crashing.go_online()
+            await retry_while({Status.ABORTED, Status.UNAVAILABLE}, lambda: (
+                controller.stub.DeleteVolume(
+                    csi_pb2.DeleteVolumeRequest(volume_id=volume_id), timeout=10)),
+                timeout=60)
+            at_success = await crashing.get_json("/operations")
+            if crashing.proc is not None:
+                assert at_success["stale"] == 1, at_success
+            assert await crashing.our_volumes() == Counter()
+
+            async def cleaned() -> bool:
+                return (await crashing.get_json("/operations"))["total"] == 0
+            await until(cleaned, "Heketi's cleaner finished the delete", timeout=20)
+            assert await crashing.free_kib() == free_before, "the space is back"
+        finally:
+            controller.channel.close()
+            await controller.proc.stop()
+
+
+async def _sim_latency(backend: HeketiBackend, seconds: float) -> None:
+    """The simulator process's operation latency, through its admin-only fault route."""
+    path = "/_sim/faults"
+    async with aiohttp.ClientSession() as session, session.post(
+            backend.url + path, json={"op_latency": seconds},
+            headers={"Authorization": authorization_header(
+                make_token("POST", path, "admin", backend.admin_key))}) as resp:
+        assert resp.status == 200, await resp.text()
