@@ -152,3 +152,28 @@ async def test_a_state_file_is_for_the_in_memory_simulator_only(tmp_path: Path) 
     with pytest.raises(ValueError, match="in-memory simulator only"):
         HeketiSimulator(db=tmp_path / "sim.json", glusterd=True, brick_root=tmp_path)
     assert await asyncio.to_thread(os.listdir, tmp_path) == []  # no file made
+
+
+async def test_a_stale_clone_is_removed_and_its_source_readable_again(tmp_path: Path) -> None:
+    """Not comparable with the real one (its mock executor panics on clone): Heketi's
+    cleaner removes a stale clone's volume and bricks; the source is described again."""
+    db = tmp_path / "sim.json"
+    async with HeketiSimulator(admin_key=KEY, op_latency=INSTANT, db=db) as sim:
+        location = await _finish(sim, "POST", "/volumes", {
+            "size": 1, "name": "src", "durability": REPLICA_3,
+            "snapshot": {"enable": True, "factor": 1.5}})
+        free = await _free(sim)
+        sim.hold("clone")
+        status, _ = await _call(sim, "POST", f"{location}/clone", {"name": "copy"})
+        assert status == 202
+        assert (await _call(sim, "GET", location))[0] == 404  # the source, while cloned
+    async with HeketiSimulator(admin_key=KEY, op_latency=INSTANT, db=db,
+                               cleaner_start_s=3600) as again:
+        [op] = (await _call(again, "GET", "/operations/pending"))[1]["pendingoperations"]
+        assert (op["type_name"], op["status"]) == ("clone-volume", "stale")
+        assert (await _call(again, "GET", location))[0] == 404
+        assert len(again.topology.volumes) == 2
+        await _finish(again, "POST", "/operations/pending/cleanup", {"operations": [op["id"]]})
+        assert (await _call(again, "GET", location))[0] == 200
+        assert [v.name for v in again.topology.volumes.values()] == ["src"]
+        assert await _free(again) == free
