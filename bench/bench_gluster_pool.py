@@ -1,6 +1,7 @@
 """The GlusterFS pool (devtools/gluster_pool) under faults: prints numbers, asserts nothing.
 
     python bench/bench_gluster_pool.py [--ping-timeout 5] [--hold 10] [--with-default-timeout]
+        [--class k8s/examples/classes/storageclass-replica3.yaml] [--subnet 10.231.4]
 
 On a pool of three servers of its own (`gpbench`, 10.231.4.0/24) and a replica 3 volume
 mounted on the host, with a writer appending a line + fsync every 100 ms:
@@ -13,7 +14,9 @@ mounted on the host, with a writer appending a line + fsync every 100 ms:
    `backup-volfile-servers`).
 
 `--with-default-timeout` runs the one-server faults again with gluster's default
-`network.ping-timeout` (42 s): several minutes more. The pool is removed at the end.
+`network.ping-timeout` (42 s): several minutes more. `--class` takes the volume's options
+from a StorageClass's `volumeoptions` instead (its own ping-timeout included). The pool is
+removed at the end.
 """
 
 from __future__ import annotations
@@ -27,10 +30,13 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devtools.gluster_pool import GlusterPool, PoolConfig
 from devtools.gluster_pool.writer_log import Writer
+from services.controller.params import parse_params
 
 
 def quiet(_line: str) -> None:
@@ -109,7 +115,11 @@ async def mount_times(pool: GlusterPool, volume: str) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    pool = GlusterPool(PoolConfig(name="gpbench", subnet="10.231.4"), log=quiet)
+    pool = GlusterPool(PoolConfig(name="gpbench", subnet=args.subnet), log=quiet)
+    options = {"network.ping-timeout": str(args.ping_timeout)}
+    if args.storage_class is not None:
+        options = class_options(args.storage_class)
+    timeout = options.get("network.ping-timeout", "42")
     await pool.down()
     work = Path(tempfile.mkdtemp(prefix="bench-gluster-pool-"))
     try:
@@ -117,13 +127,12 @@ async def main(args: argparse.Namespace) -> None:
         await pool.up()
         print(f"pool of 3 up: {time.monotonic() - start:.2f} s")
         start = time.monotonic()
-        await pool.volume_create("b3", "replica",
-                                 options={"network.ping-timeout": str(args.ping_timeout)})
+        await pool.volume_create("b3", "replica", options=options)
         print(f"replica 3 volume create + start: {time.monotonic() - start:.2f} s")
         mount = pool.mounts_dir / "b3"
         print(f"FUSE mount from the host: {await pool.mount('b3', mount):.2f} s")
-        print(f"faults held {args.hold:g} s, network.ping-timeout {args.ping_timeout} s:")
-        await faults(pool, mount, "b3", args.hold, f"ping-timeout {args.ping_timeout}",
+        print(f"faults held {args.hold:g} s, options {options}:")
+        await faults(pool, mount, "b3", args.hold, f"ping-timeout {timeout}",
                      work, two_down=True)
         if args.with_default_timeout:
             await pool.volume_set("b3", "network.ping-timeout", "42")
@@ -143,11 +152,21 @@ async def main(args: argparse.Namespace) -> None:
             print(f"LEFT BEHIND: {left}", file=sys.stderr)
 
 
+def class_options(path: Path) -> dict[str, str]:
+    """A StorageClass's `volumeoptions`, parsed as the controller parses them, as a dict."""
+    params = yaml.safe_load(path.read_text())["parameters"]
+    parsed = parse_params({"volumeoptions": params.get("volumeoptions", "")})
+    return dict(option.split(None, 1) for option in parsed.volume_options)
+
+
 def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ping-timeout", type=int, default=5)
     p.add_argument("--hold", type=float, default=10.0, help="seconds each fault lasts")
     p.add_argument("--with-default-timeout", action="store_true")
+    p.add_argument("--class", dest="storage_class", type=Path, default=None,
+                   help="a StorageClass YAML: its volumeoptions are the volume's options")
+    p.add_argument("--subnet", default="10.231.4", help="the pool's /24 (first three octets)")
     return p.parse_args()
 
 

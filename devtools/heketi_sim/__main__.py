@@ -14,6 +14,7 @@ from pathlib import Path
 
 from devtools.heketi_sim.brick_fs import BrickFsError
 from devtools.heketi_sim.latency import INSTANT, REALISTIC
+from devtools.heketi_sim.node_health import HEKETI_INTERVAL, HEKETI_START_DELAY
 from devtools.heketi_sim.server import HeketiSimulator, SimConfig
 from devtools.heketi_sim.statefile import StateFileError
 
@@ -45,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     latency.add_argument("--instant", action="store_const", dest="op_latency",
                          const=INSTANT,
                          help="operations end as soon as they start (the fast tests' mode)")
+    p.add_argument("--health-start", type=float, default=HEKETI_START_DELAY, metavar="SECONDS",
+                   help="pool mode: seconds before the first node health check (Heketi's "
+                        f"default {HEKETI_START_DELAY:g})")
+    p.add_argument("--health-interval", type=float, default=HEKETI_INTERVAL, metavar="SECONDS",
+                   help="pool mode: seconds between node health checks; a node found down "
+                        f"takes no bricks (Heketi's default {HEKETI_INTERVAL:g})")
     p.add_argument("--max-inflight", type=int, default=8,
                    help="running operations beyond which Heketi answers 429")
     p.add_argument("--retry-after", type=int, default=None,
@@ -83,7 +90,8 @@ async def _run(args: argparse.Namespace) -> int:
         sized_bricks=not args.unsized_bricks, gluster_pool=args.gluster_pool,
         name_clash_on_queue=args.name_clash_on_queue, tls_cert=args.tls_cert,
         tls_key=args.tls_key, db=args.db, cleaner_start_s=args.cleaner_start,
-        cleaner_refresh_s=args.cleaner_refresh,
+        cleaner_refresh_s=args.cleaner_refresh, health_start=args.health_start,
+        health_interval=args.health_interval,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -117,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.db is not None and (args.glusterd or args.gluster_pool):
         print("--db is for the in-memory simulator only (not with --glusterd or "
               "--gluster-pool)", file=sys.stderr)
+        return 2
+    if args.health_interval <= 0 or args.health_start < 0:
+        print("--health-interval must be > 0 and --health-start >= 0", file=sys.stderr)
         return 2
     return asyncio.run(_run(args))
 

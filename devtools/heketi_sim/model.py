@@ -15,6 +15,8 @@ Heketi v10's allocator where a client can tell:
 * each brick takes a thin pool of `size x snapshot factor` plus 0.5 % pool metadata, each
   rounded up to the 4 MiB LVM extent, and fits only where the device has MORE free space
   than that (Heketi's `Free > amount`);
+* only online devices of online nodes take bricks, and in pool mode not a node Heketi's
+  health monitor found down (node_health.py);
 * the device with the most free space among the allowed ones takes the brick (Heketi walks a
   ring in pseudo-random order; which device is picked is not something a client relies on).
 
@@ -118,6 +120,8 @@ class Node:
     storage: str
     devices: list[str] = field(default_factory=list)
     state: str = "online"
+    # What Heketi's health monitor last found (node_health.py): None before the first check.
+    up: bool | None = None
 
 
 @dataclass
@@ -255,7 +259,7 @@ class Topology:
                 best_free = 0
                 for node_id in cluster.nodes:
                     node = self.nodes[node_id]
-                    if node.state != "online" or node_id in used_nodes:
+                    if node.state != "online" or node.up is False or node_id in used_nodes:
                         continue
                     for device_id in node.devices:
                         device = self.devices[device_id]

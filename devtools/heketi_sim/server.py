@@ -30,8 +30,9 @@ from devtools.heketi_sim import jwtcheck, pending, statefile, states
 from devtools.heketi_sim.gluster_backend import GlusterBackend
 from devtools.heketi_sim.latency import REALISTIC
 from devtools.heketi_sim.model import BRICK_MIN_KIB, GIB_KIB, NoSpace, Topology, Volume, new_id
+from devtools.heketi_sim.node_health import HEKETI_INTERVAL, HEKETI_START_DELAY, NodeHealthMonitor
 from devtools.heketi_sim.pending import PendingOp
-from devtools.heketi_sim.pool_backend import PoolBackend, pool_hosts
+from devtools.heketi_sim.pool_backend import PoolBackend, PoolBackendError, pool_hosts
 
 MUTATING_KINDS = ("create", "delete", "expand", "clone")
 FAULT_KINDS = (*MUTATING_KINDS, "get", "queue")
@@ -41,6 +42,10 @@ _VOLUME_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01
 _BUSY_TEXT = "Server busy. Retry operation later."
 _CONFLICT_TEXT = "The target exists, contains other items, or is in use."
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _log(line: str) -> None:
+    print(f"heketi-sim: {line}", file=sys.stderr, flush=True)
 
 
 def text_response(status: int, text: str) -> web.Response:
@@ -125,6 +130,9 @@ class SimConfig:
     # start, then between runs (Heketi's start_time_/refresh_time_background_cleaner)
     cleaner_start_s: float = 60.0
     cleaner_refresh_s: float = 3600.0
+    # Pool mode: Heketi's node health monitor (node_health.py), its first check and period.
+    health_start: float = HEKETI_START_DELAY
+    health_interval: float = HEKETI_INTERVAL
 
 
 @dataclass
@@ -157,8 +165,11 @@ class HeketiSimulator:
             device_size_gib=cfg.device_size_gib, storage_hosts=hosts)
         self.gluster = GlusterBackend(cfg.brick_root, sized=cfg.sized_bricks) \
             if cfg.glusterd and cfg.brick_root else None
+        self.health: NodeHealthMonitor | None = None
         if cfg.gluster_pool:
             self.gluster = PoolBackend(cfg.gluster_pool, self.topology)
+            self.health = NodeHealthMonitor(self.topology, cfg.health_start,
+                                            cfg.health_interval, log=_log)
         self.stats = Stats()
         self.queue: dict[str, Operation] = {}
         self.inflight = 0
@@ -202,6 +213,8 @@ class HeketiSimulator:
         if self.config.db is not None:
             await self._load_db(self.config.db)
         await self._listen()
+        if self.health is not None:
+            self.health.start()
 
     async def _load_db(self, path: Path) -> None:
         """Heketi's start on an existing BoltDB: every pending operation left is stale
@@ -249,6 +262,8 @@ class HeketiSimulator:
         if self._online_timer is not None:
             self._online_timer.cancel()
         await self._stop_listening()
+        if self.health is not None:
+            await self.health.stop()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -409,6 +424,9 @@ class HeketiSimulator:
             "ops_started": dict(self.stats.ops_started),
             "results_dropped": self.stats.results_dropped,
             "volumes": len(self.visible_volumes()),
+            # pool mode: what the node health monitor last found (null: not checked yet)
+            "nodes_up": {n.storage: n.up for n in self.topology.nodes.values()}
+            if self.health is not None else {},
         }
 
     # --- the application -------------------------------------------------------------
@@ -853,7 +871,10 @@ class HeketiSimulator:
 
         async def work() -> str | None:
             if self.gluster is not None and volume.real_brick:
-                await self.gluster.delete(volume.name)
+                try:
+                    await self.gluster.delete(volume.name)
+                except PoolBackendError as exc:
+                    raise _OpFailed(500, self._delete_failed(volume, str(exc))) from None
             self.topology.remove_volume(volume)
             return None
 
@@ -862,6 +883,16 @@ class HeketiSimulator:
 
         record = PendingOp(new_id(), "delete", volume.id, list(volume.bricks))
         return await self._start(request, "delete", work, rollback, record=record)
+
+    def _delete_failed(self, volume: Volume, gluster_text: str) -> str:
+        """Heketi's text for a volume delete gluster refused (e.g. `Some of the peers are
+        down`): tried on each node of the cluster the health monitor does not know to be down
+        (`tryOnHosts`), each wrapped `Unable to delete volume <name>: <gluster's words>`, and
+        `All <n> hosts: ...` when several hosts said the same."""
+        said = f"Unable to delete volume {volume.name}: {gluster_text}"
+        tried = [n for n in self.topology.clusters[volume.cluster_id].nodes
+                 if self.topology.nodes[n].up is not False]
+        return f"All {len(tried)} hosts: {said}" if len(tried) > 1 else said
 
     # --- volume expand ---------------------------------------------------------------
     async def _volume_expand(self, request: web.Request) -> web.StreamResponse:

@@ -130,6 +130,14 @@ def test_create_request_validation(req: VolumeCreateRequest) -> None:
     # What a real Heketi v10 answers when an expansion does not fit.
     (500, "Failed to allocate volume expansion: Maximum number of bricks reached.",
      ResourceExhausted),
+    # A GlusterFS server is down (gluster's words through Heketi): retryable, not INTERNAL.
+    (500, "All 2 hosts: Unable to delete volume vol_x: volume delete: vol_x: failed: Some "
+          "of the peers are down", Unavailable),
+    (500, "Unable to execute command on glusterfs-abc: volume create: vol_y: failed: Host "
+          "10.231.3.11 not connected", Unavailable),
+    (500, "no hosts available (3 total)", Unavailable),
+    (500, "All 3 hosts: Unable to delete volume v: Commit failed on 10.231.3.13. Please check "
+          "log file for details.", Unavailable),
     # Statuses Heketi does not send (a proxy in front of it might): retryable, never final.
     (405, "Method Not Allowed", Unavailable),
     (418, "I'm a teapot", Unavailable),

@@ -87,6 +87,14 @@ class HeketiResultLost(HeketiUnavailable):
         self.location = location
 
 
+class HeketiServerDown(HeketiUnavailable):
+    """A GlusterFS server the operation needs is down; it succeeds once the server is back."""
+
+
+_SERVER_DOWN_TEXTS = ("Some of the peers are down", "not connected", "no hosts available",
+                      "Commit failed on ", "Staging failed on ")
+
+
 class HeketiTimeout(DeadlineExceeded):
     """One HTTP request to Heketi did not finish within the client's deadline."""
 
@@ -144,4 +152,14 @@ def _error_for_500(message: str, text: str) -> Exception:
         return HeketiBusy(message)
     if "Server handling too many operations" in text:
         return HeketiThrottled(message)
+    # A GlusterFS server of the volume's cluster is down: gluster refuses a volume delete
+    # while any peer is (`volume delete: <name>: failed: Some of the peers are down`), a
+    # create with a brick there (`... failed: Host <host> not connected`), and Heketi finds
+    # no node to run a command on (`no hosts available (<n> total)`); in the first seconds
+    # after a server went away, before its peers noticed, gluster says `Commit failed on
+    # <server>. Please check log file for details.` (seen on our pool; `Staging failed on`
+    # is the same for the transaction's first phase). All pass when the server is back:
+    # retryable, never INTERNAL (the provisioner keeps the PV and retries).
+    if any(words in text for words in _SERVER_DOWN_TEXTS):
+        return HeketiServerDown(message)
     return HeketiOperationFailed(message)
