@@ -16,6 +16,7 @@ from devtools.heketi_sim.brick_fs import BrickFsError
 from devtools.heketi_sim.latency import INSTANT, REALISTIC
 from devtools.heketi_sim.node_health import HEKETI_INTERVAL, HEKETI_START_DELAY
 from devtools.heketi_sim.server import HeketiSimulator, SimConfig
+from devtools.heketi_sim.statefile import StateFileError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,6 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-volumes-per-cluster", type=int, default=1000)
     p.add_argument("--name-clash-on-queue", action="store_true",
                    help="report a name clash on the queue (pre-v10 Heketi) instead of at once")
+    p.add_argument("--db", type=Path, default=None, metavar="PATH",
+                   help="state file: volumes, bricks and pending operations survive a kill "
+                        "and restart on the same file, as in Heketi's BoltDB (stale "
+                        "operations held until the background cleaner rolls them back); "
+                        "not with --glusterd or --gluster-pool")
+    p.add_argument("--cleaner-start", type=float, default=60.0, metavar="SECONDS",
+                   help="with --db: seconds after start before the background cleaner of "
+                        "stale operations first runs (Heketi's start_time_background_cleaner)")
+    p.add_argument("--cleaner-refresh", type=float, default=3600.0, metavar="SECONDS",
+                   help="with --db: seconds between its runs (refresh_time_background_cleaner)")
     p.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
     return p
@@ -78,7 +89,8 @@ async def _run(args: argparse.Namespace) -> int:
         glusterd=args.glusterd, brick_root=args.brick_root, storage_host=args.storage_host,
         sized_bricks=not args.unsized_bricks, gluster_pool=args.gluster_pool,
         name_clash_on_queue=args.name_clash_on_queue, tls_cert=args.tls_cert,
-        tls_key=args.tls_key, health_start=args.health_start,
+        tls_key=args.tls_key, db=args.db, cleaner_start_s=args.cleaner_start,
+        cleaner_refresh_s=args.cleaner_refresh, health_start=args.health_start,
         health_interval=args.health_interval,
     )
     stop = asyncio.Event()
@@ -88,6 +100,10 @@ async def _run(args: argparse.Namespace) -> int:
     sim = HeketiSimulator(config)
     try:
         await sim.start()
+    except StateFileError as exc:
+        await sim.close()
+        print(f"heketi-sim: {exc}", file=sys.stderr)
+        return 2
     except BrickFsError as exc:
         await sim.close()
         print(f"heketi-sim: cannot make sized bricks: {exc}; --unsized-bricks runs with "
@@ -105,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.glusterd and args.brick_root is None:
         print("--glusterd needs --brick-root", file=sys.stderr)
+        return 2
+    if args.db is not None and (args.glusterd or args.gluster_pool):
+        print("--db is for the in-memory simulator only (not with --glusterd or "
+              "--gluster-pool)", file=sys.stderr)
         return 2
     if args.health_interval <= 0 or args.health_start < 0:
         print("--health-interval must be > 0 and --health-start >= 0", file=sys.stderr)

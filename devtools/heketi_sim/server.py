@@ -26,11 +26,12 @@ from typing import Any
 
 from aiohttp import web
 
-from devtools.heketi_sim import jwtcheck, states
+from devtools.heketi_sim import jwtcheck, pending, statefile, states
 from devtools.heketi_sim.gluster_backend import GlusterBackend
 from devtools.heketi_sim.latency import REALISTIC
 from devtools.heketi_sim.model import BRICK_MIN_KIB, GIB_KIB, NoSpace, Topology, Volume, new_id
 from devtools.heketi_sim.node_health import HEKETI_INTERVAL, HEKETI_START_DELAY, NodeHealthMonitor
+from devtools.heketi_sim.pending import PendingOp
 from devtools.heketi_sim.pool_backend import PoolBackend, PoolBackendError, pool_hosts
 
 MUTATING_KINDS = ("create", "delete", "expand", "clone")
@@ -122,6 +123,13 @@ class SimConfig:
     storage_host: str | None = None
     # Pool mode (pool_backend.py): volumes made across the servers of this gluster pool.
     gluster_pool: str | None = None
+    # State file (statefile.py): the topology, volumes and pending operations survive a
+    # kill and restart as in Heketi's BoltDB (memory mode only). None: nothing is kept.
+    db: Path | None = None
+    # Heketi's background cleaner of stale pending operations (with `db`): seconds after
+    # start, then between runs (Heketi's start_time_/refresh_time_background_cleaner)
+    cleaner_start_s: float = 60.0
+    cleaner_refresh_s: float = 3600.0
     # Pool mode: Heketi's node health monitor (node_health.py), its first check and period.
     health_start: float = HEKETI_START_DELAY
     health_interval: float = HEKETI_INTERVAL
@@ -143,6 +151,9 @@ class HeketiSimulator:
         cfg = dataclasses.replace(config or SimConfig(), **overrides)
         if cfg.glusterd and cfg.brick_root is None:
             raise ValueError("glusterd mode needs brick_root")
+        if cfg.db is not None and (cfg.glusterd or cfg.gluster_pool):
+            raise ValueError("a state file (db) is for the in-memory simulator only: its "
+                             "gluster volumes would not survive a restart with it")
         self.config = cfg
         hosts = None
         if cfg.glusterd or cfg.storage_host:
@@ -162,6 +173,8 @@ class HeketiSimulator:
         self.stats = Stats()
         self.queue: dict[str, Operation] = {}
         self.inflight = 0
+        self.pending: dict[str, PendingOp] = {}  # Heketi's pending operation entries
+        self._save_lock = asyncio.Lock()
         # fault injection
         self.latency: dict[str, float] = {}
         self._configured_latency = cfg.op_latency  # what reset_faults() returns to
@@ -197,9 +210,53 @@ class HeketiSimulator:
     async def start(self) -> None:
         if self.gluster is not None:
             await self.gluster.start()
+        if self.config.db is not None:
+            await self._load_db(self.config.db)
         await self._listen()
         if self.health is not None:
             self.health.start()
+
+    async def _load_db(self, path: Path) -> None:
+        """Heketi's start on an existing BoltDB: every pending operation left is stale
+        (ServerReset), a warning says so, and the background cleaner starts."""
+        loaded = await asyncio.to_thread(statefile.read, path)
+        if loaded is not None:
+            self.topology, ops = loaded
+            for op in ops:
+                op.status = pending.STALE
+            self.pending = {op.id: op for op in ops}
+            if ops:
+                print(f"heketi-sim: WARNING: {pending.STARTUP_WARNING}", file=sys.stderr,
+                      flush=True)
+        await self._persist()
+        self._spawn(self._background_cleaner())
+
+    async def _persist(self) -> None:
+        """Write the state file (with `db`): the state as it is when the write begins."""
+        path = self.config.db
+        if path is None:
+            return
+        async with self._save_lock:
+            text = statefile.dumps(self.topology, list(self.pending.values()))
+            await asyncio.to_thread(statefile.write, path, text)
+
+    async def _background_cleaner(self) -> None:
+        await asyncio.sleep(self.config.cleaner_start_s)
+        while True:
+            await self.clean_stale()
+            await asyncio.sleep(self.config.cleaner_refresh_s)
+
+    async def clean_stale(self, ids: set[str] | None = None) -> int:
+        """Roll back the stale operations (those of `ids`, or all), as Heketi's cleaner."""
+        cleaned = 0
+        for op in sorted(self.pending.values(), key=lambda o: o.id):
+            if op.status == pending.STALE and (not ids or op.id in ids):
+                pending.clean(self.topology, op)
+                del self.pending[op.id]
+                cleaned += 1
+        if cleaned:
+            await self._persist()
+        return cleaned
 
     async def close(self) -> None:
         if self._online_timer is not None:
@@ -391,6 +448,10 @@ class HeketiSimulator:
         r.add_post(f"/volumes/{_ID}/expand", self._volume_expand)
         r.add_post(f"/volumes/{_ID}/clone", self._volume_clone)
         r.add_get(f"/queue/{_ID}", self._queue)
+        r.add_get("/operations", self._operations_info)
+        r.add_get("/operations/pending", self._pending_list)
+        r.add_get(f"/operations/pending/{_ID}", self._pending_details)
+        r.add_post("/operations/pending/cleanup", self._pending_cleanup)
         r.add_get("/admin", self._admin_get)
         r.add_post("/admin", self._admin_set)
         r.add_get("/_sim/stats", self._sim_stats)
@@ -487,11 +548,15 @@ class HeketiSimulator:
             resp.headers["Retry-After"] = str(self.config.retry_after)
         return resp
 
-    def _start(self, request: web.Request, kind: str,
-               work: Callable[[], Awaitable[str | None]],
-               rollback: Callable[[], Awaitable[None]], *, counted: bool = True,
-               latency: float | None = None) -> web.Response:
+    async def _start(self, request: web.Request, kind: str,
+                     work: Callable[[], Awaitable[str | None]],
+                     rollback: Callable[[], Awaitable[None]], *, counted: bool = True,
+                     latency: float | None = None,
+                     record: PendingOp | None = None) -> web.Response:
         """Register an accepted operation, run `work` after the latency, answer 202.
+
+        `record` is the operation's pending entry (volume operations): kept while it runs,
+        written to the state file before the 202, dropped when the operation ends.
 
         `work` returns the location for a 303 (or None for 204) and raises on failure;
         `rollback` undoes the synchronous part (allocation) when the operation fails.
@@ -500,6 +565,8 @@ class HeketiSimulator:
         """
         op = Operation(new_id(), kind)
         self.queue[op.id] = op
+        if record is not None:
+            self.pending[record.id] = record
         slots = 1 if counted else 0
         self.inflight += slots
         self.stats.max_inflight_seen = max(self.stats.max_inflight_seen, self.inflight)
@@ -517,22 +584,29 @@ class HeketiSimulator:
 
         async def run() -> None:
             try:
-                if latency > 0:
-                    await asyncio.sleep(latency)
-                if held is not None:
-                    await held.wait()
-                if failure is not None:
-                    raise _OpFailed(failure.status, failure.text)
-                op.location = await work()
-            except _OpFailed as exc:
-                op.error, op.status = exc.text, exc.status
-                await undo()
-            except asyncio.CancelledError:
-                op.error = "simulator shut down"
-                raise
-            except Exception as exc:
-                op.error = str(exc) or type(exc).__name__
-                await undo()
+                try:
+                    if latency > 0:
+                        await asyncio.sleep(latency)
+                    if held is not None:
+                        await held.wait()
+                    if failure is not None:
+                        raise _OpFailed(failure.status, failure.text)
+                    op.location = await work()
+                except _OpFailed as exc:
+                    op.error, op.status = exc.text, exc.status
+                    await undo()
+                except asyncio.CancelledError:
+                    op.error = "simulator shut down"  # its pending entry stays, as in Heketi
+                    raise
+                except Exception as exc:
+                    op.error = str(exc) or type(exc).__name__
+                    await undo()
+                if record is not None:
+                    self.pending.pop(record.id, None)
+                try:
+                    await self._persist()  # the result shows once it is in the file
+                except OSError as exc:
+                    op.error = f"cannot write the state file: {exc}"
             finally:
                 # Heketi frees the throttle slot when the operation ends, before the
                 # result is read; the result then waits in the queue.
@@ -540,6 +614,7 @@ class HeketiSimulator:
                 op.done = True
 
         self._spawn(run())
+        await self._persist()  # Heketi commits its Build step before the 202
         resp = web.Response(status=202)
         resp.headers["Location"] = f"/queue/{op.id}"
         return resp
@@ -623,6 +698,43 @@ class HeketiSimulator:
             return text_response(404, "Id not found")
         return json_response(self.topology.volume_json(volume))
 
+    # --- pending operations (pending.py) ---------------------------------------------
+    async def _operations_info(self, request: web.Request) -> web.StreamResponse:
+        return json_response(pending.counts(list(self.pending.values()), self.inflight))
+
+    async def _pending_list(self, request: web.Request) -> web.StreamResponse:
+        ops = sorted(self.pending.values(), key=lambda o: o.id)
+        return json_response({"pendingoperations": [
+            op.info(op.status == pending.NEW) for op in ops]})
+
+    async def _pending_details(self, request: web.Request) -> web.StreamResponse:
+        op_id = request.match_info["id"]
+        op = self.pending.get(op_id)
+        if op is None:
+            return text_response(404, f"Id not found: {op_id}")
+        return json_response({**op.info(op.status == pending.NEW), "changes": op.changes()})
+
+    async def _pending_cleanup(self, request: web.Request) -> web.StreamResponse:
+        msg = await _read_json(request)
+        if not isinstance(msg, dict):
+            return text_response(422, "request unable to be parsed")
+        ids = msg.get("operations") or []
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return text_response(422, "request unable to be parsed")
+        problem = pending.invalid_ids(ids)
+        if problem is not None:
+            return text_response(400, f"validation failed: operations: {problem}.")
+
+        async def work() -> str | None:
+            await self.clean_stale(set(ids))
+            return None
+
+        async def rollback() -> None:
+            return None
+
+        return await self._start(request, "cleanup", work, rollback, counted=False,
+                                 latency=0.0)
+
     # --- node and device states (states.py) -------------------------------------------
     async def _node_state(self, request: web.Request) -> web.StreamResponse:
         return await self._set_state(request, "node")
@@ -661,7 +773,7 @@ class HeketiSimulator:
         async def rollback() -> None:
             return None
 
-        return self._start(request, "state", work, rollback, counted=failing,
+        return await self._start(request, "state", work, rollback, counted=failing,
                            latency=None if failing else 0.0)
 
     # --- volume create ---------------------------------------------------------------
@@ -705,7 +817,8 @@ class HeketiSimulator:
                 await self.gluster.delete(volume.name)
             topo.remove_volume(volume)
 
-        return self._start(request, "create", work, rollback)
+        record = PendingOp(new_id(), "create", volume.id, list(volume.bricks))
+        return await self._start(request, "create", work, rollback, record=record)
 
     def _build_volume(self, msg: dict[str, Any]) -> tuple[Volume | None, str]:
         """Heketi's Build step: pick a cluster, check name and limits, place bricks."""
@@ -768,7 +881,8 @@ class HeketiSimulator:
         async def rollback() -> None:
             volume.pending = None
 
-        return self._start(request, "delete", work, rollback)
+        record = PendingOp(new_id(), "delete", volume.id, list(volume.bricks))
+        return await self._start(request, "delete", work, rollback, record=record)
 
     def _delete_failed(self, volume: Volume, gluster_text: str) -> str:
         """Heketi's text for a volume delete gluster refused (e.g. `Some of the peers are
@@ -804,18 +918,21 @@ class HeketiSimulator:
         except NoSpace as exc:  # as it is: `Maximum number of bricks reached.`, ...
             return text_response(500, f"Failed to allocate volume expansion: {exc}")
         new_ids = [b.id for b in bricks]
+        # Heketi's Build adds the bricks to the volume: a read shows them at once, the size
+        # only when the expansion ends (and a crash leaves them there, see pending.py)
+        volume.bricks.extend(new_ids)
 
         async def work() -> str | None:
             if self.gluster is not None and volume.real_brick:
                 await self.gluster.grow(volume.name, volume.size_gib + size, new_ids)
-            volume.bricks.extend(new_ids)
             volume.size_gib += size
             return f"/volumes/{volume.id}"
 
         async def rollback() -> None:
-            self.topology.free_bricks(new_ids)
+            pending.drop_bricks(self.topology, volume, new_ids)
 
-        return self._start(request, "expand", work, rollback)
+        record = PendingOp(new_id(), "expand", volume.id, list(new_ids))
+        return await self._start(request, "expand", work, rollback, record=record)
 
     # --- volume clone ----------------------------------------------------------------
     async def _volume_clone(self, request: web.Request) -> web.StreamResponse:
@@ -865,7 +982,9 @@ class HeketiSimulator:
                 await self.gluster.delete(clone.name)
             topo.remove_volume(clone)
 
-        return self._start(request, "clone", work, rollback)
+        record = PendingOp(new_id(), "clone", clone.id, list(clone.bricks),
+                           source_id=source.id)
+        return await self._start(request, "clone", work, rollback, record=record)
 
     # --- /_sim/ (admin only) ---------------------------------------------------------
     async def _sim_stats(self, request: web.Request) -> web.StreamResponse:

@@ -7,15 +7,20 @@ simulator's fault injection and runs on it only, its `sim_only` mark saying why.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+from collections import Counter
 
+import aiohttp
 import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from devtools.heketi_sim.latency import INSTANT
 from devtools.localcluster.processes import probe, wait_log_line, wait_ready
 from services.common.proto import csi_pb2
+from services.controller.heketi.auth import authorization_header, make_token
 from services.controller.ids import volume_name
 from services.controller.service import PUBLISH_HEKETI_WAIT_S
 from tests.support.conditions import pending_operations, until
@@ -507,41 +512,115 @@ async def test_publish_answers_from_the_index_while_heketi_hangs(ctl, sim):
 
 
 async def test_heketi_killed_during_creates_then_each_volume_exactly_once(tmp_path, heketi):
-    """A Heketi that dies mid-create keeps those creates in BoltDB as stale pending
+    """A Heketi that dies mid-create keeps those creates in its database as stale pending
     operations: their names are in use, their volumes unlisted, their space held, until its
-    background cleaner rolls them back (60 s after a start by default; 1 s here). The
-    driver answers ABORTED meanwhile, then makes each volume once."""
-    real = heketi.real
-    if real is None:
-        pytest.skip("real Heketi only: a crash that leaves stale operations in its BoltDB "
-                    "(the simulator keeps nothing across a restart)")
+    background cleaner rolls them back (60 s after a start by default; here 1 s for the real
+    one, 3 s for the simulator on its state file, so that its window always shows). The
+    driver answers UNAVAILABLE (result lost) or ABORTED (name held by a stale operation)
+    meanwhile, both retryable, then makes each volume once; nothing is orphaned: no pending
+    operation is left and deleting the volumes gives all the space back."""
     names = [f"pvc-hcrash-{i}" for i in range(8)]
-    controller = await start_controller(tmp_path, heketi.url, "hcrash")
-    try:
-        await wait_ready(controller.proc, controller.socket)
-        calls = [asyncio.create_task(controller.stub.CreateVolume(create_request(n), timeout=30))
-                 for n in names]
-        await wait_log_line(controller.proc, lambda line: "heketi operation started" in line,
-                            "a create accepted by Heketi")
-        await asyncio.to_thread(real.kill)
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        assert any(isinstance(r, GRPCError) for r in results), "some creates were cut off"
-        await asyncio.to_thread(real.restart)
-        statuses = set()
-        ids = {}
-        for name in names:  # the provisioner's retries
-            async def create(n=name):
-                try:
-                    return await controller.stub.CreateVolume(create_request(n), timeout=10)
-                except GRPCError as exc:
-                    statuses.add(exc.status)
-                    raise
-            reply = await retry_while({Status.ABORTED, Status.UNAVAILABLE}, create, timeout=60)
-            ids[name] = reply.volume.volume_id
-        counts = await heketi.our_volumes()
-        assert len(counts) == len(names) and set(counts.values()) == {1}, counts
-        assert len(set(ids.values())) == len(names)
-        print("statuses the retries saw:", sorted(s.name for s in statuses))
-    finally:
-        controller.channel.close()
-        await controller.proc.stop()
+    async with heketi.crashable(tmp_path / "heketi", sim_cleaner_start=3.0) as crashing:
+        free_before = await crashing.free_kib()
+        controller = await start_controller(tmp_path, crashing.url, "hcrash")
+        try:
+            await wait_ready(controller.proc, controller.socket)
+            calls = [asyncio.create_task(
+                controller.stub.CreateVolume(create_request(n), timeout=30)) for n in names]
+            await wait_log_line(controller.proc,
+                                lambda line: "heketi operation started" in line,
+                                "a create accepted by Heketi")
+            await crashing.go_offline()
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            assert any(isinstance(r, GRPCError) for r in results), "some creates were cut off"
+            if crashing.proc is not None:  # the simulator's later operations need not last
+                crashing.proc.op_latency = INSTANT
+            await crashing.go_online()
+            statuses = set()
+            aborted: list[str] = []
+            ids = {}
+            for name in names:  # the provisioner's retries
+                async def create(n=name):
+                    try:
+                        return await controller.stub.CreateVolume(create_request(n),
+                                                                  timeout=10)
+                    except GRPCError as exc:
+                        statuses.add(exc.status)
+                        if exc.status is Status.ABORTED:
+                            aborted.append(exc.message or "")
+                        raise
+                reply = await retry_while({Status.ABORTED, Status.UNAVAILABLE}, create,
+                                          timeout=60)
+                ids[name] = reply.volume.volume_id
+            counts = await crashing.our_volumes()
+            assert len(counts) == len(names) and set(counts.values()) == {1}, counts
+            assert len(set(ids.values())) == len(names)
+            print("statuses the retries saw:", sorted(s.name for s in statuses))
+            if crashing.proc is not None:  # every create was pending at the kill
+                assert aborted, "a name held by a stale operation answers ABORTED"
+            assert all("stale operation" in m and "retry later" in m for m in aborted), aborted
+            operations = await crashing.get_json("/operations")
+            assert operations["total"] == 0, ("no pending operation left", operations)
+            for volume_id in ids.values():
+                await controller.stub.DeleteVolume(
+                    csi_pb2.DeleteVolumeRequest(volume_id=volume_id), timeout=30)
+            assert await crashing.free_kib() == free_before, "no brick left holding space"
+        finally:
+            controller.channel.close()
+            await controller.proc.stop()
+
+
+async def test_heketi_killed_during_a_delete_then_it_finishes_the_delete(tmp_path, heketi):
+    """A Heketi that dies mid-delete keeps the delete as a stale operation: the volume is
+    hidden and unlisted, its space held, until the background cleaner finishes the delete.
+    The driver's retried DeleteVolume succeeds (the volume reads as gone), and Heketi's
+    cleaner then gives the space back: nothing is orphaned. On the simulator (the delete
+    always pending at the kill) the success comes while the operation is still stale."""
+    async with heketi.crashable(tmp_path / "heketi", sim_cleaner_start=3.0) as crashing:
+        free_before = await crashing.free_kib()
+        controller = await start_controller(tmp_path, crashing.url, "hdelcrash")
+        try:
+            await wait_ready(controller.proc, controller.socket)
+            if crashing.proc is not None:  # the create need not last; the delete must
+                await _sim_latency(crashing, INSTANT)
+            reply = await controller.stub.CreateVolume(create_request("pvc-hdel"), timeout=30)
+            volume_id = reply.volume.volume_id
+            if crashing.proc is not None:
+                await _sim_latency(crashing, 30.0)
+            call = asyncio.create_task(controller.stub.DeleteVolume(
+                csi_pb2.DeleteVolumeRequest(volume_id=volume_id), timeout=30))
+            await wait_log_line(controller.proc, lambda line: (
+                "heketi operation started" in line and "delete" in line),
+                "the delete accepted by Heketi")
+            await crashing.go_offline()
+            with contextlib.suppress(GRPCError):
+                await call
+            if crashing.proc is not None:
+                crashing.proc.op_latency = INSTANT
+            await crashing.go_online()
+            await retry_while({Status.ABORTED, Status.UNAVAILABLE}, lambda: (
+                controller.stub.DeleteVolume(
+                    csi_pb2.DeleteVolumeRequest(volume_id=volume_id), timeout=10)),
+                timeout=60)
+            at_success = await crashing.get_json("/operations")
+            if crashing.proc is not None:
+                assert at_success["stale"] == 1, at_success
+            assert await crashing.our_volumes() == Counter()
+
+            async def cleaned() -> bool:
+                return (await crashing.get_json("/operations"))["total"] == 0
+            await until(cleaned, "Heketi's cleaner finished the delete", timeout=20)
+            assert await crashing.free_kib() == free_before, "the space is back"
+        finally:
+            controller.channel.close()
+            await controller.proc.stop()
+
+
+async def _sim_latency(backend: HeketiBackend, seconds: float) -> None:
+    """The simulator process's operation latency, through its admin-only fault route."""
+    path = "/_sim/faults"
+    async with aiohttp.ClientSession() as session, session.post(
+            backend.url + path, json={"op_latency": seconds},
+            headers={"Authorization": authorization_header(
+                make_token("POST", path, "admin", backend.admin_key))}) as resp:
+        assert resp.status == 200, await resp.text()

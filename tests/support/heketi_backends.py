@@ -23,6 +23,8 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -33,6 +35,7 @@ from devtools.heketi_sim.server import HeketiSimulator
 from services.controller.heketi import HeketiClient, HeketiNotFound, VolumeInfo
 from services.controller.heketi.auth import authorization_header, make_token
 from services.controller.ids import parse_owned_name
+from tests.support.sim_process import SimProcess
 
 
 @dataclass
@@ -42,6 +45,7 @@ class HeketiBackend:
     admin_key: str
     sim: HeketiSimulator | None = None
     real: RealHeketi | None = None
+    proc: SimProcess | None = None  # the simulator as a process on a state file
 
     def __repr__(self) -> str:
         return f"HeketiBackend({self.name}, {self.url})"
@@ -53,11 +57,14 @@ class HeketiBackend:
 
     async def go_offline(self) -> None:
         """Unreachable (connection refused): the simulator closes its listener, the real
-        Heketi is SIGKILLed (its BoltDB stays)."""
+        Heketi (or the simulator's process, see `crashable`) is SIGKILLed (its database
+        stays)."""
         if self.sim is not None:
             await self.sim.go_offline()
         elif self.real is not None:
             await asyncio.to_thread(self.real.kill)
+        elif self.proc is not None:
+            await self.proc.kill()
 
     async def go_online(self) -> None:
         """Back on the same address: the real Heketi restarts on its BoltDB."""
@@ -65,6 +72,27 @@ class HeketiBackend:
             await self.sim.go_online()
         elif self.real is not None:
             await asyncio.to_thread(self.real.restart)
+        elif self.proc is not None:
+            await self.proc.start()
+
+    @contextlib.asynccontextmanager
+    async def crashable(self, directory: Path, *, sim_latency: float = 2.0,
+                        sim_cleaner_start: float = 1.0) -> AsyncIterator[HeketiBackend]:
+        """A backend whose `go_offline` is a SIGKILL that keeps its database and whose
+        `go_online` starts it again on it: the real Heketi itself (its BoltDB, the cleaner
+        1 s after a start), or for `sim` a simulator process on a state file
+        (`--db`, operations of `sim_latency` s, the cleaner `sim_cleaner_start` s after a
+        start, then every second)."""
+        if self.real is not None:
+            yield self
+            return
+        proc = SimProcess(directory, admin_key=self.admin_key, op_latency=sim_latency,
+                          cleaner_start_s=sim_cleaner_start, cleaner_refresh_s=1.0)
+        await proc.start()
+        try:
+            yield HeketiBackend("sim", proc.url, self.admin_key, proc=proc)
+        finally:
+            await proc.stop()
 
     @contextlib.asynccontextmanager
     async def client(self) -> AsyncIterator[HeketiClient]:
@@ -87,6 +115,25 @@ class HeketiBackend:
     async def our_volumes(self) -> Counter[str]:
         """Heketi volume names of the driver's, counted (a name counted twice is a duplicate)."""
         return Counter(v.name for v in await self.volumes() if parse_owned_name(v.name))
+
+    async def get_json(self, path: str) -> Any:
+        """`GET path` as admin through Heketi's REST API (e.g. `/operations`, which the
+        driver never reads, so its client has no call for it)."""
+        headers = {"Authorization": authorization_header(
+            make_token("GET", path, "admin", self.admin_key))}
+        async with aiohttp.ClientSession() as session, session.get(
+                self.url + path, headers=headers) as resp:
+            assert resp.status == 200, (path, resp.status, await resp.text())
+            return await resp.json()
+
+    async def free_kib(self) -> int:
+        """Free space of every device, as Heketi reports it."""
+        total = 0
+        for cluster_id in (await self.get_json("/clusters"))["clusters"]:
+            for node_id in (await self.get_json(f"/clusters/{cluster_id}"))["nodes"]:
+                node = await self.get_json(f"/nodes/{node_id}")
+                total += sum(int(d["storage"]["free"]) for d in node["devices"])
+        return total
 
     async def set_state(self, kind: str, item_id: str, state: str,
                         timeout: float = 30.0) -> None:

@@ -54,6 +54,8 @@ OTHER_FLAGS = {
 OTHER_NAMES = {
     "COMPOSE_DOCKER_CLI_BUILD": "docker-compose's (docs/compose.md: what works with it)",
     "CONFIG_QFMT_V2": "a kernel configuration option",
+    "HEKETI_DISABLE_BACKGROUND_CLEANER": "Heketi's own server (docs/simulator.md: what a "
+                                         "real Heketi does after a crash)",
 }
 
 TOKEN = re.compile(r"`([^`]+)`")

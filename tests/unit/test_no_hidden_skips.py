@@ -35,9 +35,6 @@ ALLOWED = {
         "a simulator setting the real Heketi has no equivalent of: not applicable there",
     ("tests/support/heketi_backends.py", "simulator only: {why}"):
         "the controller tests' real-Heketi half, for what only the simulator can do",
-    ("tests/integration/test_controller.py", "real Heketi only: a crash"):
-        "the simulator keeps nothing across a restart: a stale BoltDB operation exists only "
-        "on the real Heketi",
     ("tests/e2e/test_migrate.py", "writes the in-tree data"):
         "a cluster that is not ours (kind) has no gluster mount on this host",
     ("tests/e2e/test_install_paths.py", "needs the local cluster"):
