@@ -663,14 +663,17 @@ def finish_cluster() -> None:
     for k, v in NODE_LABELS.items():
         kubectl("label", "node", NODE_NAME, f"{k}={v}", "--overwrite")
     kubectl("apply", "--server-side", "-f", str(build.snapshot_crds_dir()))
-    kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/volumesnapshots.snapshot.storage.k8s.io",
-        "crd/volumesnapshotcontents.snapshot.storage.k8s.io",
-        "crd/volumesnapshotclasses.snapshot.storage.k8s.io",
-    )
+    crds = [f"crd/{kind}.snapshot.storage.k8s.io"
+            for kind in ("volumesnapshots", "volumesnapshotcontents", "volumesnapshotclasses")]
+
+    def established() -> bool:
+        # Not `kubectl wait --for=condition=Established`: it fails at once ("accessor error")
+        # on a CRD the API server has not yet given a status.
+        out = kubectl("get", *crds, "-o", "jsonpath={range .items[*]}"
+                      "{.status.conditions[?(@.type=='Established')].status} {end}", check=False)
+        return out.returncode == 0 and out.stdout.split() == ["True"] * len(crds)
+
+    wait_for("the snapshot CRDs established", established, timeout=60)
     start(
         "snapshot-controller",
         [
