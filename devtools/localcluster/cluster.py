@@ -413,7 +413,7 @@ class LocalCluster:
             raise ClusterError(str(exc)) from None
 
     async def _start_sim(self) -> None:
-        args = ["--port", "0", "--admin-key", self.admin_key, "--user-key", self.user_key,
+        args = ["--port", "0", f"--admin-key={self.admin_key}", f"--user-key={self.user_key}",
                 "--op-latency", f"{self.heketi_op_latency:g}"]
         if self.use_glusterd:
             args += ["--glusterd", "--brick-root", str(self.brick_root)]

@@ -21,14 +21,16 @@ from services.controller.heketi.auth import authorization_header, make_token
 from tests.support.conditions import until
 
 REPO = Path(__file__).resolve().parents[2]
-ADMIN, USER = "proc-admin", "proc-user"
+# Keys that begin with "-" (secrets.token_urlsafe makes such keys one time in 64) must
+# reach the simulator as keys, not as options.
+ADMIN, USER = "-proc-admin", "-proc-user"
 
 
 @pytest.fixture
 async def sim_process() -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "devtools.heketi_sim", "--port", "0",
-        "--admin-key", ADMIN, "--user-key", USER, "--op-latency", "0.1",
+        f"--admin-key={ADMIN}", f"--user-key={USER}", "--op-latency", "0.1",
         cwd=REPO, stdout=asyncio.subprocess.PIPE)
     try:
         assert proc.stdout is not None

@@ -51,7 +51,7 @@ class SimProcess:
     async def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "devtools.heketi_sim", "--port", str(self.port),
-                "--admin-key", self.admin_key, "--user-key", self.user_key,
+                f"--admin-key={self.admin_key}", f"--user-key={self.user_key}",
                 "--op-latency", str(self.op_latency), "--max-inflight", str(self.max_inflight),
                 "--db", str(self.db), "--cleaner-start", str(self.cleaner_start_s),
                 "--cleaner-refresh", str(self.cleaner_refresh_s)]
