@@ -40,9 +40,10 @@ check: test-setup ## Lint and the fast suite (unit, integration, csi-sanity, fuz
 	$(PY) -m pytest -ra -m "not pool_faults" --ignore=tests/e2e --ignore=tests/compose tests
 
 .PHONY: test-pool
-test-pool: test-setup ## The GlusterFS pool's slow fault tests (partition, power-off, two servers down; ~3 min)
+test-pool: test-setup ## The GlusterFS pool's slow fault tests (partition, power-off, two servers down, the node's view of them; ~4 min)
 	$(PHASE) "the gluster pool's fault tests"
-	$(PY) -m pytest -ra -m pool_faults tests/integration/test_gluster_pool.py
+	$(PY) -m pytest -ra -m pool_faults tests/integration/test_gluster_pool.py \
+		tests/integration/test_node_on_pool.py
 
 .PHONY: test-e2e
 test-e2e: test-setup ## Local Kubernetes up, `make e2e`, the upstream suite's CI subset, down (KEEP_CLUSTER=1 keeps it)

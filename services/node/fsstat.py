@@ -54,7 +54,8 @@ class Usage:
 
 @dataclass(frozen=True)
 class Probe:
-    """Outcome of looking at a path: usage when healthy, else the reason it is abnormal."""
+    """Outcome of looking at a path: its usage when it answers, the reason when it is
+    abnormal; both when it answers but is degraded (`client_bricks.degraded`)."""
 
     usage: Usage | None = None
     abnormal: str | None = None

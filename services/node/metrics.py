@@ -13,5 +13,6 @@ REPAIRS = Counter(
 
 ABNORMAL = Gauge(
     "heketi_csi_node_abnormal_volumes",
-    "Staged volumes the last health pass found abnormal (client gone, stopped or hung)",
+    "Staged volumes the last health pass found abnormal (client gone, stopped, hung, cut "
+    "off from its quorum, or degraded: some bricks unreachable)",
 )

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from services.common.errors import DriverError, FailedPrecondition
 from services.common.keyed_operations import KeyedOperations
 from services.common.logging import get_logger
-from services.node import mountinfo
+from services.node import client_bricks, mountinfo
 from services.node.aftercare import Aftercare
 from services.node.boundary import Tree
 from services.node.fsstat import FsProbe, PathMissing, Probe
@@ -99,6 +99,7 @@ class Repairer:
         tree: Tree | None = None,
         aftercare: Aftercare | None = None,
         health_timeout: float | None = None,
+        bricks: client_bricks.ClientBricks | None = None,
     ) -> None:
         self.mounter = mounter
         self.store = store
@@ -109,6 +110,7 @@ class Repairer:
         self.tree = tree or Tree(kubelet_root, Lane("repair-paths", REPAIR_THREADS), probe.seconds)
         self.aftercare = aftercare
         self.health_timeout = probe.seconds if health_timeout is None else health_timeout
+        self.bricks = bricks or client_bricks.ClientBricks(self.health_timeout)
         self.watch = ClientWatch(mounter, self.repair_soon)
         self.abnormal: dict[str, str] = {}  # staging path -> why, as the last pass saw it
         self._tasks: set[asyncio.Task[None]] = set()
@@ -215,7 +217,9 @@ class Repairer:
 
     async def health(self, path: str, staging_path: str | None) -> Probe:
         """Whether the volume at `path` (staged at `staging_path`, when known) answers: a
-        stopped client is said at once, a hung one within the health timeout."""
+        stopped client is said at once, a hung one within the health timeout; a client that
+        runs but lost quorum with the bricks it cannot reach (its statedump), and a mount that
+        answers while some bricks are unreachable as degraded (its `.meta`), with its usage."""
         if staging_path is not None:
             stopped = await self.watch.stopped(staging_path)
             if stopped:
@@ -224,10 +228,35 @@ class Repairer:
                     f"{', '.join(map(str, stopped))}) is stopped (SIGSTOP or a debugger): "
                     "I/O on the volume waits until it continues"))
         probe = await self.probe.probe(path, self.health_timeout)
+        mount = staging_path or path
         if probe.errno in CLIENT_GONE_ERRNOS:
+            pids = await self._clients(mount)
+            if pids:  # alive but cut off: it reconnects by itself, say from which bricks
+                cut_off = client_bricks.lost(pids, await self.bricks.dumped(mount, pids))
+                return Probe(abnormal=f"{probe.abnormal}: {cut_off}", errno=probe.errno)
             return Probe(abnormal=f"{probe.abnormal} (its gluster client is gone; the node "
                          "mounts the volume again)", errno=probe.errno)
+        if probe.usage is not None:
+            bricks = await self.bricks.view(mount)
+            degraded = client_bricks.degraded(bricks) if bricks else None
+            if degraded is not None:
+                return Probe(usage=probe.usage, abnormal=degraded)
         return probe
+
+    async def _clients(self, staging_path: str) -> list[int]:
+        """The live gluster clients of `staging_path` as far as the node knows."""
+        pids = self.watch.pids(staging_path)
+        if pids:
+            return pids
+        try:
+            return await self.mounter.client_pids(staging_path)
+        except Hung:
+            return []
+
+    def forget(self, staging_path: str) -> None:
+        """Stop following the clients of `staging_path` (it is being unstaged)."""
+        self.watch.forget(staging_path)
+        self.bricks.forget(staging_path)
 
     async def _client_gone(self, path: str) -> bool:
         try:

@@ -363,7 +363,7 @@ class NodeService:
     async def _unstage_at(self, place: Place, ctx: RpcContext) -> None:
         """Unmount the staging mount, end its client, then forget the record (in this order:
         a crash in between leaves a record, which the next node process squares)."""
-        self.repairer.watch.forget(place.path)
+        self.repairer.forget(place.path)
         stage = mountinfo.mount_at(self.mounter.mounts(), place.path)
         if await self.mounter.unmount(place, self.config.mount_timeout):
             ctx.log.info("unstaged", staging_path=place.path)
@@ -575,11 +575,12 @@ class NodeService:
         usage = probe.usage
         Unit = csi_pb2.VolumeUsage.Unit
         stale = record.stale.get(path) if record is not None else None
-        condition = (
-            csi_pb2.VolumeCondition(abnormal=True, message=stale[1])
-            if stale is not None
-            else csi_pb2.VolumeCondition(abnormal=False, message="volume is healthy")
-        )
+        if stale is not None:
+            condition = csi_pb2.VolumeCondition(abnormal=True, message=stale[1])
+        elif probe.abnormal is not None:  # answers, but degraded (bricks unreachable)
+            condition = csi_pb2.VolumeCondition(abnormal=True, message=probe.abnormal)
+        else:
+            condition = csi_pb2.VolumeCondition(abnormal=False, message="volume is healthy")
         return csi_pb2.NodeGetVolumeStatsResponse(
             usage=[
                 csi_pb2.VolumeUsage(
