@@ -36,8 +36,8 @@ test: check ## Everything CI runs: lint, the fast suite, the pool's fault tests,
 check: test-setup ## Lint and the fast suite (unit, integration, csi-sanity, fuzz, the chart)
 	$(PHASE) "lint: ruff, mypy --strict"
 	$(MAKE) lint
-	$(PHASE) "the fast suite: unit, integration, csi-sanity, fuzz"
-	$(PY) -m pytest -ra -m "not pool_faults" --ignore=tests/e2e --ignore=tests/compose tests
+	$(PHASE) "the fast suite: unit, integration, csi-sanity, fuzz (two runs side by side)"
+	$(PY) tools/fast_suite.py
 
 .PHONY: test-pool
 test-pool: test-setup ## The GlusterFS pool's slow fault tests (partition, power-off, two servers down, the node's view of them; ~4 min)
