@@ -193,6 +193,13 @@ class GlusterPool:
             raise
         self.log(f"{what}: done in {time.monotonic() - start:.2f} s")
 
+    def _fresh(self, index: int) -> None:
+        """Before acting on server `index`: read the state again (another process, the
+        Heketi simulator in pool mode, may have added brick file systems a start must
+        mount), then check the index."""
+        self.reload()
+        self._check_index(index)
+
     def _check_index(self, index: int) -> None:
         if index not in self.indexes:
             raise PoolError(f"no server {index}: the pool has servers 1 to {self.state.servers}")
@@ -345,7 +352,7 @@ class GlusterPool:
     async def stop(self, index: int) -> None:
         """Stop server `index` cleanly: bricks and daemons get SIGTERM (clients see their
         connections close), the brick file system is unmounted, then the namespaces end."""
-        self._check_index(index)
+        self._fresh(index)
         with self._timed(f"stop server {index}"):
             server = self.state.server(index)
             pid = self.server_pid(index)
@@ -365,7 +372,7 @@ class GlusterPool:
     async def kill(self, index: int) -> None:
         """Power server `index` off: its link goes down first (nobody hears a FIN or RST),
         then every process in its namespaces is killed and its veth deleted."""
-        self._check_index(index)
+        self._fresh(index)
         with self._timed(f"kill (power off) server {index}"):
             server = self.state.server(index)
             self.server_pid(index)
@@ -386,7 +393,7 @@ class GlusterPool:
     async def start(self, index: int) -> None:
         """Start a stopped or killed server again (same address, same glusterd state,
         same brick file system); wait until it sees the other running servers."""
-        self._check_index(index)
+        self._fresh(index)
         server = self.state.server(index)
         if server.status in ("running", "partitioned"):
             raise PoolError(f"server {index} is {server.status}: nothing to start")
@@ -397,7 +404,7 @@ class GlusterPool:
 
     async def partition(self, index: int) -> None:
         """Take server `index`'s link down: its packets are dropped silently."""
-        self._check_index(index)
+        self._fresh(index)
         with self._timed(f"partition server {index} (link down)"):
             server = self.state.server(index)
             if server.status != "running":
@@ -409,7 +416,7 @@ class GlusterPool:
 
     async def restore(self, index: int) -> None:
         """Bring a partitioned server's link up again."""
-        self._check_index(index)
+        self._fresh(index)
         with self._timed(f"restore server {index} (link up)"):
             server = self.state.server(index)
             if server.status != "partitioned":

@@ -126,6 +126,7 @@ class PoolBackend(GlusterBackend):
             path = await self.pool.brick_fs_add(index, brick_id, brick.size_kib * KIB)
             made.append((index, brick_id))
             paths.append((index, path))
+            brick.path = path  # as Heketi reports it: the brick's path on its server
         return paths
 
     async def _own_bricks(self, gid: int, paths: list[tuple[int, str]]) -> None:

@@ -68,6 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "--pv-gid-annotation", env="PV_GID_ANNOTATION", default="auto",
              help="auto: annotate this driver's PVs with pv.beta.kubernetes.io/gid (kubelet "
                   "then gives pods the volume's GID) when in a pod or given --kubeconfig; off")
+    add_flag(parser, "--brick-health-timeout", env="BRICK_HEALTH_TIMEOUT", default="1",
+             type=float,
+             help="seconds ControllerGetVolume and ListVolumes give each volume's servers to "
+                  "say whether its bricks are up (glusterd's port mapper, TCP 24007, then the "
+                  "brick's port); 0 reports Heketi's record instead, without asking")
     add_flag(parser, "--kubeconfig", env="HEKETI_CSI_KUBECONFIG",
              help="kubeconfig for the Kubernetes API when not running in a pod")
 
@@ -81,6 +86,8 @@ async def run(args: argparse.Namespace) -> int:
         raise StartupError("--heketi-max-inflight must be at least 1")
     if args.heketi_timeout <= 0 or args.heketi_operation_timeout <= 0:
         raise StartupError("--heketi-timeout and --heketi-operation-timeout must be positive")
+    if not 0 <= args.brick_health_timeout <= 60:
+        raise StartupError("--brick-health-timeout must be between 0 (off) and 60 seconds")
     if args.pv_gid_annotation not in ("auto", "off"):
         raise StartupError("--pv-gid-annotation must be auto or off")
     if args.http_endpoint:
@@ -92,7 +99,7 @@ async def run(args: argparse.Namespace) -> int:
                        operation_timeout=args.heketi_operation_timeout),
         adhoc_urls(args.adhoc_heketi_urls),
     )
-    service = ControllerService(registry, nodes)
+    service = ControllerService(registry, nodes, brick_health_timeout=args.brick_health_timeout)
 
     async def ready() -> bool:
         return registry.ready()

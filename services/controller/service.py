@@ -18,6 +18,7 @@ from services.common.errors import (
     Aborted,
     AlreadyExists,
     DeadlineExceeded,
+    DriverError,
     InvalidArgument,
     OutOfRange,
     Unavailable,
@@ -27,6 +28,7 @@ from services.common.proto import csi_pb2
 from services.common.redact import is_credential_key
 from services.common.rpc import RpcContext
 from services.common.validation import require
+from services.controller import brick_health
 from services.controller.backends import Backend, BackendRegistry
 from services.controller.capabilities import (
     GIB,
@@ -108,10 +110,22 @@ def require_same_content(entry: Entry, name: str, content: str | None) -> None:
         raise AlreadyExists(f"volume {name!r} exists with another content source")
 
 
+def _recorded_condition(info: VolumeInfo) -> csi_pb2.VolumeCondition:
+    """A volume's condition from Heketi's record alone (brick health turned off)."""
+    if not info.mount.hosts or not info.bricks:
+        return csi_pb2.VolumeCondition(
+            abnormal=True, message="Heketi reports the volume without bricks or mount hosts")
+    return csi_pb2.VolumeCondition(abnormal=False, message=(
+        f"Heketi reports {len(info.bricks)} bricks on {len(info.mount.hosts)} hosts "
+        "(brick health not asked: --brick-health-timeout 0)"))
+
+
 class ControllerService:
-    def __init__(self, backends: BackendRegistry, nodes: NodeCheck) -> None:
+    def __init__(self, backends: BackendRegistry, nodes: NodeCheck,
+                 brick_health_timeout: float = 0.0) -> None:
         self.backends = backends
         self.nodes = nodes
+        self.brick_health_timeout = brick_health_timeout  # 0: Heketi's record only
         self.ops = KeyedOperations()
         self.snapshots = SnapshotService(backends, self.ops)
 
@@ -334,13 +348,50 @@ class ControllerService:
             refs.extend((make_ref(Kind.VOLUME, cfg.name, e.heketi_id).encode(), e)
                         for e in backend.index.entries(Kind.VOLUME))
         page, next_token = paginate(refs, request.max_entries, request.starting_token)
+        conditions: dict[str, csi_pb2.VolumeCondition] = {}
+        for cfg in self.backends.configured:
+            mine = [(vid, e.info) for vid, e in page if parse_ref(vid, Kind.VOLUME).backend
+                    == cfg.name]
+            if mine:
+                backend = await self.backends.backend(cfg.name, {})
+                found = await self._conditions(backend, [info for _, info in mine])
+                conditions.update(zip([vid for vid, _ in mine], found, strict=True))
+        Entry = csi_pb2.ListVolumesResponse.Entry
         entries = [
-            csi_pb2.ListVolumesResponse.Entry(volume=csi_pb2.Volume(
+            Entry(volume=csi_pb2.Volume(
                 volume_id=vid, capacity_bytes=e.info.size_gib * GIB,
-                volume_context=volume_context(e.info)))
+                volume_context=volume_context(e.info)),
+                status=csi_pb2.ListVolumesResponse.VolumeStatus(
+                    volume_condition=conditions[vid]))
             for vid, e in page
         ]
         return csi_pb2.ListVolumesResponse(entries=entries, next_token=next_token)
+
+    async def _conditions(self, backend: Backend,
+                          infos: list[VolumeInfo]) -> list[csi_pb2.VolumeCondition]:
+        """The condition of each volume: from its bricks (brick_health), or Heketi's record
+        when that is turned off."""
+        if self.brick_health_timeout <= 0:
+            return [_recorded_condition(info) for info in infos]
+        hosts: dict[str, str] = {}
+        for node_id in sorted({b.node for info in infos for b in info.bricks}):
+            try:
+                node = await backend.client.node_info(node_id)
+            except DriverError:
+                continue  # its bricks are reported down: where they are is unknown
+            if node.storage_hostnames:
+                hosts[node_id] = node.storage_hostnames[0]
+        wanted = [(hosts.get(b.node, ""), b.path) for info in infos for b in info.bricks]
+        states = iter(await brick_health.look([w for w in wanted if w[0]],
+                                              self.brick_health_timeout))
+        conditions = []
+        for info in infos:
+            mine = [next(states) if b.node in hosts else brick_health.BrickState(
+                f"node {b.node}", b.path, False, "Heketi did not say where its node is")
+                for b in info.bricks]
+            abnormal, message = brick_health.verdict(mine, info.durability)
+            conditions.append(csi_pb2.VolumeCondition(abnormal=abnormal, message=message))
+        return conditions
 
     async def ControllerGetVolume(
         self, request: csi_pb2.ControllerGetVolumeRequest, ctx: RpcContext
@@ -349,15 +400,11 @@ class ControllerService:
         backend = await self.backends.backend(ref.backend, {})
         entry = await live_entry(backend, ref)
         info = entry.info
-        abnormal = not info.mount.hosts or not info.bricks
-        message = (f"Heketi reports {len(info.bricks)} bricks on "
-                   f"{len(info.mount.hosts)} hosts") if not abnormal else \
-            "Heketi reports the volume without bricks or mount hosts"
+        (condition,) = await self._conditions(backend, [info])
         return csi_pb2.ControllerGetVolumeResponse(
             volume=csi_pb2.Volume(volume_id=request.volume_id, capacity_bytes=info.size_gib * GIB,
                                   volume_context=volume_context(info)),
-            status=csi_pb2.ControllerGetVolumeResponse.VolumeStatus(
-                volume_condition=csi_pb2.VolumeCondition(abnormal=abnormal, message=message)),
+            status=csi_pb2.ControllerGetVolumeResponse.VolumeStatus(volume_condition=condition),
         )
 
     async def GetCapacity(

@@ -8,12 +8,17 @@ notices is the same, only shorter), and the controller process:
   changes nothing, and succeeds once the server is back, leaving nothing in Heketi or gluster;
 * a replica 3 CreateVolume while one of three servers is partitioned is RESOURCE_EXHAUSTED
   with Heketi's reason once Heketi knows the server is down, makes nothing, and succeeds
-  once the server is back.
+  once the server is back;
+* ControllerGetVolume and ListVolumes say which bricks are down and why (a brick process
+  killed, a server stopped, a server partitioned), degraded or quorum lost, within about
+  the brick-health deadline; healthy again once they are back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -24,8 +29,10 @@ from grpclib.exceptions import GRPCError
 
 from devtools.gluster_pool import GlusterPool, PoolConfig
 from devtools.gluster_pool.gluster import cli_xml
+from devtools.gluster_pool.processes import processes_named, signal_all, wait_gone
 from devtools.heketi_sim import HeketiSimulator
 from devtools.heketi_sim.latency import INSTANT
+from devtools.localcluster.processes import wait_ready
 from services.common.proto import csi_pb2
 from tests.support.conditions import until
 from tests.support.controller_harness import (
@@ -34,6 +41,7 @@ from tests.support.controller_harness import (
     create_request,
     our_volumes,
     retry_while,
+    start_controller,
 )
 
 pytestmark = [pytest.mark.gluster]
@@ -168,4 +176,82 @@ async def test_the_example_replica_3_class_makes_the_volume_it_promises(
             "network.ping-timeout": "10"}
     finally:
         await ctl.stub.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=made.volume.volume_id))
+    assert not our_volumes(sim)
+
+
+@pytest.fixture
+async def ctl_bricks(tmp_path: Path, sim: HeketiSimulator) -> AsyncIterator[Controller]:
+    """A controller that asks the bricks (the harness turns that off for storage-free tests)."""
+    controller = await start_controller(tmp_path, sim.url, "controller",
+                                        "--brick-health-timeout", "1")
+    try:
+        await wait_ready(controller.proc, controller.socket)
+        yield controller
+    finally:
+        controller.channel.close()
+        await controller.proc.stop()
+
+
+async def test_the_volume_condition_names_the_bricks_that_are_down(
+        pool: GlusterPool, sim: HeketiSimulator, ctl_bricks: Controller) -> None:
+    ctl = ctl_bricks
+    made = await ctl.stub.CreateVolume(create_request("pvc-bricks", 1, volumetype="replicate:3"))
+    vid = made.volume.volume_id
+    [name] = our_volumes(sim)
+    brick = {i: f"{pool.address(i)}:{pool.fs_dir(i, b.id)}/brick"
+             for i in pool.indexes for b in sim.topology.bricks.values()
+             if sim.topology.nodes[b.node_id].storage == pool.address(i)}
+    took: list[float] = []
+    last: list[str] = []
+
+    async def condition() -> csi_pb2.VolumeCondition:
+        started = time.monotonic()
+        got = await ctl.stub.ControllerGetVolume(csi_pb2.ControllerGetVolumeRequest(volume_id=vid))
+        took.append(time.monotonic() - started)
+        listed = await ctl.stub.ListVolumes(csi_pb2.ListVolumesRequest())
+        [entry] = [e for e in listed.entries if e.volume.volume_id == vid]
+        assert entry.status.volume_condition.abnormal == got.status.volume_condition.abnormal
+        return got.status.volume_condition
+
+    def says(*words: str) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            message = (await condition()).message
+            last[:] = [message]
+            return all(w in message for w in words)
+        return check
+
+    try:
+        assert await condition() == csi_pb2.VolumeCondition(
+            abnormal=False, message="all 3 bricks are up")
+        # the brick process of server 1 dies; its glusterd lives
+        server = pool.state.server(1)
+        assert server.pid_ns is not None
+        bricks = processes_named(server.pid_ns, "glusterfsd")
+        await signal_all(bricks, signal.SIGKILL)
+        await wait_gone(bricks, 10.0)
+        await until(says("degraded: 1 of 3 bricks down", brick[1]),
+                    "server 1's dead brick process reported", timeout=30)
+        await pool.stop(3)
+        await until(says("quorum lost: 2 of 3 bricks down", brick[1], brick[3]),
+                    "quorum lost with server 3 stopped", timeout=30)
+        await pool.partition(2)
+        await until(says("quorum lost: 3 of 3 bricks down", brick[2]),
+                    "server 2 partitioned reported", timeout=30)
+        print(f"[bricks] ControllerGetVolume with a server partitioned took {took[-1]:.2f} s: "
+              f"{(await condition()).message}")
+        assert took[-1] < 2.0
+    finally:
+        for i in pool.indexes:
+            status = pool.state.server(i).status
+            if status == "partitioned":
+                await pool.restore(i)
+            elif status in ("off", "stopped"):
+                await pool.start(i)
+    await pool.gluster("volume", "start", name, "force")  # the killed brick process again
+    try:
+        await until(says("all 3 bricks are up"), "every brick back", timeout=60)
+    finally:
+        print(f"[bricks] last: {last}")
+    await retry_while({Status.UNAVAILABLE}, lambda: ctl.stub.DeleteVolume(
+        csi_pb2.DeleteVolumeRequest(volume_id=vid)), timeout=60)
     assert not our_volumes(sim)

@@ -81,6 +81,7 @@ FULL: Obj = {
                            {"key": "role", "operator": "In", "values": ["infra"]}]}]}}},
                    "resources": {"requests": {"cpu": "100m", "memory": "100Mi"}},
                    "nodeCheck": "none", "adhocHeketiUrls": "http://other:8080",
+                   "brickHealthTimeout": 2.5,
                    "extraArgs": ["--resync-interval=60"]},
     "node": {"priorityClassName": "", "nodeSelector": {"storage": "gluster"},
              "tolerations": [], "resources": {"limits": {"memory": "1Gi"}},
@@ -278,6 +279,7 @@ def test_full_values_reach_the_objects() -> None:
     ctl = container(sts, "heketi-csi-controller")
     args = ctl["args"]
     assert flag_value(args, "--heketi-url") == "https://heketi.example.com:8080"
+    assert flag_value(args, "--brick-health-timeout") == "2.5"
     assert flag_value(args, "--heketi-ca-file") == "/etc/heketi-csi-ca/ca.crt"
     assert flag_value(args, "--backends-file") == "/etc/heketi-csi-backends/backends.yaml"
     assert flag_value(args, "--driver-name") == driver
@@ -356,7 +358,9 @@ def test_values_errors_are_reported() -> None:
 
 @pytest.mark.parametrize(("values", "name"), [
     ({"logFormat": "fancy"}, "logFormat"), ({"logLevel": "loud"}, "logLevel"),
-    ({"controller": {"nodeCheck": "sometimes"}}, "nodeCheck")])
+    ({"controller": {"nodeCheck": "sometimes"}}, "nodeCheck"),
+    ({"controller": {"brickHealthTimeout": -1}}, "brickHealthTimeout"),
+    ({"controller": {"brickHealthTimeout": 61}}, "brickHealthTimeout")])
 def test_values_the_processes_would_refuse_are_refused_by_helm(values: Obj, name: str) -> None:
     """values.schema.json: `helm install` fails naming the value, instead of pods that
     crash-loop on a flag their CLI refuses."""

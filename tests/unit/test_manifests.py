@@ -50,7 +50,7 @@ CONTRACT_FLAGS: dict[str, set[str]] = {
     "controller": _COMMON | {
         "--http-endpoint", "--heketi-url", "--heketi-user", "--heketi-key-file", "--backends-file",
         "--heketi-ca-file", "--heketi-max-inflight", "--heketi-timeout",
-        "--node-check", "--static-node-ids",
+        "--node-check", "--static-node-ids", "--brick-health-timeout",
     },
     "node": _COMMON | {
         "--http-endpoint", "--node-id", "--kubelet-root", "--gluster-log-dir",
