@@ -3,10 +3,11 @@ the suite waits on processes, mounts and sockets rather than computing).
 
     python tools/fast_suite.py [extra pytest arguments for both runs]
 
-Run 1 is the integration tests and the fuzz (the shared local cluster and most mounts);
-run 2 is the unit tests, csi-sanity and the migrate tests against a real kube-apiserver (the
-longest tests that share nothing with run 1: csi-sanity's cluster, volumes and paths are its
-own). Each line of output carries its run's number; at the end each run's last line (its
+Run 1 is the integration tests (the shared local cluster and most mounts); run 2 is the
+unit tests, csi-sanity, the fuzz and the migrate tests against a real kube-apiserver (the
+longest tests that share nothing with run 1: the clusters of csi-sanity and the fuzz, their
+volumes and paths are their own). Measured: 10m46s with the fuzz in run 1 (run 1 10m43s,
+run 2 6m48s), where one run took 14m35s. Each line of output carries its run's number; at the end each run's last line (its
 pytest summary) and wall time are printed again. The exit status is 0 only when both pass.
 """
 
@@ -20,9 +21,9 @@ from dataclasses import dataclass
 
 COMMON = ["-ra", "-m", "not pool_faults", "--durations=15", "-p", "no:cacheprovider"]
 RUNS = (
-    ("1", ["tests/integration", "tests/fuzz",
-           "--ignore=tests/integration/test_migrate_apiserver.py"]),
-    ("2", ["tests/unit", "tests/conformance", "tests/integration/test_migrate_apiserver.py"]),
+    ("1", ["tests/integration", "--ignore=tests/integration/test_migrate_apiserver.py"]),
+    ("2", ["tests/unit", "tests/conformance", "tests/fuzz",
+           "tests/integration/test_migrate_apiserver.py"]),
 )
 
 

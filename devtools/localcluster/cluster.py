@@ -393,7 +393,8 @@ class LocalCluster:
             *HEKETI_CSI, "controller", "--endpoint", self.controller_endpoint,
             "--heketi-url", self.heketi_url, "--heketi-key-file", str(self.key_file),
             "--node-check", "static", "--static-node-ids", self.node_id,
-            "--driver-name", self.driver_name, *self._logging(), *self.controller_args,
+            "--driver-name", self.driver_name, *self._logging(), *self._brick_health(),
+            *self.controller_args,
         ]).start()
         node = await self._process("node", [
             *HEKETI_CSI, "node", "--endpoint", self.node_endpoint, "--node-id", self.node_id,
@@ -634,6 +635,14 @@ class LocalCluster:
         if self.pool is None:
             return None
         return await self.pool.volume_info(volume)
+
+    def _brick_health(self) -> list[str]:
+        """The controller asks the bricks only where they are real (the pool): with the
+        host's glusterd or in memory the simulator records three bricks it never made, which
+        brick health would rightly report down. An external Heketi's bricks are real."""
+        if self.use_pool or self.external_heketi:
+            return []
+        return ["--brick-health-timeout", "0"]
 
     async def leftovers(self) -> list[str]:
         """What is mounted under the base directory, and which gluster volumes are the

@@ -1,6 +1,6 @@
 """services/node/client_bricks.py: the bricks a gluster client reaches, from its mount's .meta
 tree and from its statedump. The trees and dumps here have the layout a glusterfs 10.3 client
-writes (seen on the real pool, tests/integration/test_node_bricks.py); the statedump is written
+writes (seen on the real pool, tests/integration/test_node_on_pool.py); the statedump is written
 by a real process whose comm is `glusterfs`, on SIGUSR1, as the client does."""
 
 from __future__ import annotations
