@@ -7,8 +7,9 @@ Run 1 is the integration tests (the shared local cluster and most mounts); run 2
 unit tests, csi-sanity, the fuzz and the migrate tests against a real kube-apiserver (the
 longest tests that share nothing with run 1: the clusters of csi-sanity and the fuzz, their
 volumes and paths are their own). Measured: 10m46s with the fuzz in run 1 (run 1 10m43s,
-run 2 6m48s), where one run took 14m35s. Each line of output carries its run's number; at the end each run's last line (its
-pytest summary) and wall time are printed again. The exit status is 0 only when both pass.
+run 2 6m48s), where one run took 14m35s. Each line of output carries its run's number; at
+the end each run's last line (its pytest summary) and wall time are printed again. The exit
+status is 0 only when both pass.
 """
 
 from __future__ import annotations

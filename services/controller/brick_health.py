@@ -4,10 +4,11 @@ For each brick (its server from Heketi's node, its path from Heketi's brick): gl
 mapper on that server (TCP 24007, SunRPC program 34123456 version 1, procedure PORTBYBRICK,
 no credentials) says on which port the brick process listens, or that none is running; a TCP
 connect to that port says whether it accepts. Nothing here is a gluster transaction: unlike
-`gluster volume status`, which on a server powered off holds glusterd's cluster lock until
-its RPC times out (minutes, failing every create and delete meanwhile), asking cannot block
-glusterd, and a server down or cut off costs one deadline. Each server is asked once per
-look, however many bricks it holds, and every brick is asked at once, within `seconds`.
+`gluster volume status`, which with a server powered off held glusterd's cluster lock for
+minutes on our pool (every create and delete failed meanwhile; docs/deploy.md), asking
+cannot block glusterd, and a server down or cut off costs one deadline. Each server is asked
+once per look, however many bricks it holds, and every brick is asked at once, within
+`seconds`.
 
 A brick is down when its server does not answer, knows no process for it, or its port does
 not accept. The verdict: healthy; degraded (some bricks down, every set still has enough to
