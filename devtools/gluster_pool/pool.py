@@ -26,8 +26,9 @@ import signal
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from devtools import glusterd as host_gluster
 from devtools.gluster_pool import bricks, network
@@ -54,6 +55,8 @@ from devtools.gluster_pool.state import (
     Server,
     check_name,
     check_subnet,
+    locked,
+    merge,
     root,
 )
 from services.node import mountinfo
@@ -124,6 +127,8 @@ class GlusterPool:
         loaded = PoolState.load(self.state_path)
         self.state = loaded or PoolState(self.config.name, self.config.subnet,
                                          self.config.servers, self.config.image_bytes)
+        # the state as this process last read or wrote it (None: write ours over the file)
+        self._read: dict[str, Any] | None = asdict(self.state)
 
     # --- names and places -------------------------------------------------------------
 
@@ -177,10 +182,20 @@ class GlusterPool:
         """Read the state file again (another process may have changed the pool)."""
         loaded = PoolState.load(self.state_path)
         if loaded is not None:
-            self.state = loaded
+            self.state.take(loaded)
+            self._read = asdict(self.state)
 
     def _save(self) -> None:
-        self.state.save(self.state_path)
+        """Write this process's changes to the state file, merged with what another process
+        wrote since this one read it (the simulator adds brick file systems while a test
+        stops and starts servers)."""
+        with locked(self.state_path):
+            theirs = PoolState.load(self.state_path)
+            if theirs is not None and self._read is not None:
+                self.state.take(PoolState.from_json(
+                    merge(self._read, asdict(self.state), asdict(theirs))))
+            self.state.save(self.state_path)
+            self._read = asdict(self.state)
 
     @contextlib.contextmanager
     def _timed(self, what: str) -> Iterator[None]:
@@ -217,6 +232,7 @@ class GlusterPool:
                                 "first. Found: " + "; ".join(left))
             self.state = PoolState(self.config.name, self.config.subnet, self.config.servers,
                                    self.config.image_bytes)
+            self._read = None  # a new pool: nothing of an earlier state file is kept
             self.dir.mkdir(parents=True, exist_ok=True)
             self._save()
             await network.ensure_subnet_free(self.config.subnet, self.host_veth)

@@ -9,11 +9,15 @@ brick images are sparse but real).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 DEFAULT_ROOT = Path("/var/tmp/heketi-csi-gluster-pool")
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
@@ -70,15 +74,66 @@ class PoolState:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(asdict(self), indent=1))
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> PoolState | None:
         try:
-            raw = json.loads(path.read_text())
+            return cls.from_json(json.loads(path.read_text()))
         except (OSError, ValueError):
             return None
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> PoolState:
+        raw = dict(raw)
         members = {k: Server(**v) for k, v in raw.pop("members", {}).items()}
         return cls(**raw, members=members)
+
+    def take(self, other: PoolState) -> None:
+        """Become `other`, in place: a Server object a caller holds stays the one in
+        `members` (its fields are updated), so a change made to it after this is kept."""
+        for f in fields(self):
+            if f.name != "members":
+                setattr(self, f.name, getattr(other, f.name))
+        for key in list(self.members):
+            if key not in other.members:
+                del self.members[key]
+        for key, theirs in other.members.items():
+            mine = self.members.setdefault(key, Server(theirs.index))
+            for f in fields(Server):
+                setattr(mine, f.name, getattr(theirs, f.name))
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock for the state file at `path` between processes (the pool's
+    commands and the Heketi simulator in pool mode change one pool at once), held while
+    the file is read, merged and written: milliseconds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def merge(base: Any, mine: Any, theirs: Any) -> Any:
+    """Three-way merge of JSON values: the changes this process made since it read `base`
+    (`mine`) applied over what the file holds now (`theirs`, another process's changes
+    included). A key or list item this process removed is removed; one it added or changed
+    is its own; everything else is theirs."""
+    if isinstance(base, dict) and isinstance(mine, dict) and isinstance(theirs, dict):
+        out = {k: v for k, v in theirs.items() if not (k in base and k not in mine)}
+        for key, value in mine.items():
+            if key not in base:
+                out[key] = value
+            elif key in theirs:
+                out[key] = merge(base[key], value, theirs[key])
+            elif value != base[key]:
+                out[key] = value
+        return out
+    if isinstance(base, list) and isinstance(mine, list) and isinstance(theirs, list):
+        removed = [x for x in base if x not in mine]
+        return [x for x in theirs if x not in removed] + \
+            [x for x in mine if x not in base and x not in theirs]
+    return theirs if mine == base else mine

@@ -4,7 +4,7 @@
 INTERVAL seconds (0.1), n counting from 0, and appends one line per attempt to LOG:
 `OK <n> <start> <seconds>` once the write and the fsync returned, `ERR <n> <start> <seconds>
 <errno name>` when either failed (the file is then reopened at the next attempt). It stops
-at SIGTERM, after the attempt in progress. `WriterLog` in writer_log.py reads LOG.
+at SIGTERM, after the attempt in progress. `parse_attempts` in writer_log.py reads LOG.
 """
 
 from __future__ import annotations

@@ -16,9 +16,22 @@ WRITER = Path(__file__).with_name("writer.py")
 class Attempt:
     ok: bool
     n: int
-    start: float  # time.time() when the attempt began
+    start: float  # when the attempt began, on the writer's clock (writer.py: time.time())
     seconds: float
     error: str = ""
+
+
+def parse_attempts(text: str) -> list[Attempt]:
+    """The attempts of a writer's log: lines `OK <n> <start> <seconds>` and `ERR <n> <start>
+    <seconds> [<error>]`; other lines (a line being written, a banner) are skipped."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 4 or parts[0] not in ("OK", "ERR"):
+            continue
+        out.append(Attempt(parts[0] == "OK", int(parts[1]), float(parts[2]),
+                           float(parts[3]), parts[4] if len(parts) > 4 else ""))
+    return out
 
 
 class Writer:
@@ -48,17 +61,9 @@ class Writer:
 
     def attempts(self) -> list[Attempt]:
         try:
-            lines = self.log.read_text().splitlines()
+            return parse_attempts(self.log.read_text())
         except FileNotFoundError:
             return []
-        out = []
-        for line in lines:
-            parts = line.split()
-            if len(parts) < 4 or parts[0] not in ("OK", "ERR"):
-                continue  # a line being written
-            out.append(Attempt(parts[0] == "OK", int(parts[1]), float(parts[2]),
-                               float(parts[3]), parts[4] if len(parts) > 4 else ""))
-        return out
 
     def acked(self) -> list[int]:
         return [a.n for a in self.attempts() if a.ok]

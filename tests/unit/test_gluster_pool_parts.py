@@ -9,9 +9,9 @@ import pytest
 
 from devtools.gluster_pool import reaper
 from devtools.gluster_pool.network import check_subnet_free
-from devtools.gluster_pool.pool import PoolConfig, check_volume_name
+from devtools.gluster_pool.pool import GlusterPool, PoolConfig, check_volume_name
 from devtools.gluster_pool.processes import PoolError
-from devtools.gluster_pool.state import PoolState, Server
+from devtools.gluster_pool.state import PoolState, Server, merge
 from devtools.gluster_pool.writer_log import Writer
 
 
@@ -74,6 +74,47 @@ def test_state_round_trips(tmp_path: Path) -> None:
     state.save(tmp_path / "state.json")
     assert PoolState.load(tmp_path / "state.json") == state
     assert PoolState.load(tmp_path / "missing.json") is None
+
+
+def test_two_processes_changing_one_pool_keep_each_others_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The simulator adds a brick file system on server 2 while a test, which read the
+    state before, powers server 3 off: the state file ends with both, and the Server the
+    test holds is still the pool's."""
+    monkeypatch.setenv("HCSI_GLUSTER_POOL_ROOT", str(tmp_path))
+    first = GlusterPool(PoolConfig(name="gmerge", subnet="10.231.99"), log=lambda _l: None)
+    for i in first.indexes:
+        first.state.server(i).status = "running"
+        first.state.server(i).filesystems = {"old": f"/dev/loop{i}"}
+    first._save()
+    simulator = GlusterPool(PoolConfig(name="gmerge"), log=lambda _l: None)
+    test = GlusterPool(PoolConfig(name="gmerge"), log=lambda _l: None)
+    held = test.state.server(3)
+
+    simulator.state.server(2).filesystems["brick_new"] = "/dev/loop7"
+    del simulator.state.server(1).filesystems["old"]
+    simulator._save()
+    held.status = "off"
+    test._save()
+    held.pid = 99  # changed after the merge: still the pool's Server
+    test._save()
+
+    on_disk = PoolState.load(test.state_path)
+    assert on_disk is not None
+    assert on_disk.server(2).filesystems == {"old": "/dev/loop2", "brick_new": "/dev/loop7"}
+    assert on_disk.server(1).filesystems == {}
+    assert (on_disk.server(3).status, on_disk.server(3).pid) == ("off", 99)
+    assert test.state == on_disk
+    simulator.reload()
+    assert simulator.state == on_disk
+
+
+def test_the_merge_takes_this_processs_changes_over_the_files() -> None:
+    base = {"a": 1, "b": 2, "gone": 0, "list": ["x", "y"], "d": {"k": 1}}
+    mine = {"a": 1, "b": 3, "new": 4, "list": ["x", "z"], "d": {"k": 2}}
+    theirs = {"a": 5, "b": 2, "gone": 0, "theirs": 6, "list": ["x", "y", "w"], "d": {"k": 1}}
+    assert merge(base, mine, theirs) == {
+        "a": 5, "b": 3, "new": 4, "theirs": 6, "list": ["x", "w", "z"], "d": {"k": 2}}
 
 
 def test_the_writer_log_is_read_line_by_line(tmp_path: Path) -> None:
