@@ -6,22 +6,33 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar, cast
 
 from devtools.heketi_sim.server import HeketiSimulator
 
+T = TypeVar("T")
 
-async def until(condition: Callable[[], bool | Awaitable[bool]], what: str,
-                timeout: float = 20.0) -> None:
-    """Wait until `condition()` holds (checked every 50 ms); fail naming `what` at `timeout`."""
+
+async def first(probe: Callable[[], T | Awaitable[T]], what: str | Callable[[], str],
+                timeout: float = 20.0, interval: float = 0.05) -> T:
+    """The first truthy value `probe()` gives (tried every `interval` s); fail naming `what`
+    at `timeout`. `what` may be a function: it is called on failure (to add a log's tail)."""
     deadline = time.monotonic() + timeout
     while True:
-        outcome = condition()
-        if inspect.isawaitable(outcome):
-            outcome = await outcome
-        if outcome:
-            return
-        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
-        await asyncio.sleep(0.05)
+        outcome = probe()
+        value = cast(T, await outcome if inspect.isawaitable(outcome) else outcome)
+        if value:
+            return value
+        assert time.monotonic() < deadline, (
+            f"not within {timeout:g} s: {what if isinstance(what, str) else what()}")
+        await asyncio.sleep(interval)
+
+
+async def until(condition: Callable[[], bool | Awaitable[bool]], what: str | Callable[[], str],
+                timeout: float = 20.0, interval: float = 0.05) -> None:
+    """Wait until `condition()` holds (checked every `interval` s, 50 ms unless told); fail
+    naming `what` at `timeout`."""
+    await first(condition, what, timeout, interval)
 
 
 def pending_operations(sim: HeketiSimulator, kind: str) -> int:
