@@ -12,7 +12,7 @@ import pytest
 
 from services.node.fsstat import FsProbe, PathMissing, Usage
 from services.node.offloop import Lane
-from tests.unit.test_node_service import eventually
+from tests.support.conditions import until
 
 USAGE = Usage(100, 40, 60, 10, 4, 6)
 
@@ -60,7 +60,7 @@ async def test_hung_path_is_abnormal_promptly_and_does_not_pile_up_threads():
         assert ok.healthy and ok.usage == USAGE
     finally:
         fake.release.set()
-    await eventually(lambda: probe.in_flight() == 0)
+    await until(lambda: probe.in_flight() == 0, "the hung call returned", 5, 0.01)
     # Once the hung call returned, the next call starts a fresh one.
     assert (await probe.probe("/hung")).healthy
     assert fake.calls["/hung"] == 2
@@ -73,7 +73,7 @@ async def test_concurrent_callers_share_one_call():
         asyncio.create_task(lane.run("/slow", lambda: fake("/slow"), 5, share=True))
         for _ in range(10)
     ]
-    await eventually(lambda: "/slow" in fake.calls)
+    await until(lambda: "/slow" in fake.calls, "the shared call started", 5, 0.01)
     assert lane.in_flight() == 1
     fake.release.set()
     results = await asyncio.gather(*tasks)
@@ -86,7 +86,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_others():
     lane = Lane("test", 4)
     first = asyncio.create_task(lane.run("/slow", lambda: fake("/slow"), 5, share=True))
     second = asyncio.create_task(lane.run("/slow", lambda: fake("/slow"), 5, share=True))
-    await eventually(lambda: "/slow" in fake.calls)
+    await until(lambda: "/slow" in fake.calls, "the shared call started", 5, 0.01)
     first.cancel()
     fake.release.set()
     assert await second == USAGE

@@ -10,9 +10,9 @@ from devtools.fake_mounter import FakeMounter
 from services.node import mountinfo
 from services.node.repair import entangled
 from services.node.state import stage_key
+from tests.support.conditions import until
 from tests.unit.test_node_service import (
     Ctx,
-    eventually,
     make,
     publish,
     stage_request,
@@ -53,7 +53,8 @@ async def test_a_client_that_dies_is_replaced_at_once_without_waiting_for_a_pass
     old = kill_stage_client(fake, staging)
 
     started = time.monotonic()
-    await eventually(lambda: healthy_again(fake, staging, rw, ro, old), 2)
+    await until(lambda: healthy_again(fake, staging, rw, ro, old), "the client replaced", 2,
+                0.01)
     assert time.monotonic() - started < 1
     # The dead binds stay under the new ones until the pods go.
     for target in (rw, ro):
@@ -73,7 +74,8 @@ async def test_the_new_client_is_followed_too(root, fake):
     staging, rw, ro = await staged_and_published(service, root)
     for _ in range(3):
         old = kill_stage_client(fake, staging)
-        await eventually(lambda old=old: healthy_again(fake, staging, rw, ro, old), 2)
+        await until(lambda old=old: healthy_again(fake, staging, rw, ro, old),
+                    "the client replaced", 2, 0.01)
     assert fake.started == 4
     assert mountinfo.count_at(fake.mounts(), rw) == 4
 
@@ -187,7 +189,7 @@ async def test_a_hung_mount_is_abnormal_within_the_health_timeout(root, fake):
     assert time.monotonic() - started < 2
     assert answer.volume_condition.abnormal and "did not answer" in answer.volume_condition.message
     fake.unhang(staging)
-    await eventually(lambda: service.probe.in_flight() == 0)
+    await until(lambda: service.probe.in_flight() == 0, "the hung probe returned", 5, 0.01)
     assert not (await stats(service, rw)).volume_condition.abnormal
 
 

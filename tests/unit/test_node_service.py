@@ -11,7 +11,6 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from services.node.fsstat import FsProbe
 from services.node.repair import Repairer
 from services.node.service import NodeConfig, NodeService
 from services.node.state import StateStore
+from tests.support.conditions import until
 
 Cap = csi_pb2.VolumeCapability
 MODE = Cap.AccessMode.MULTI_NODE_MULTI_WRITER
@@ -70,15 +70,6 @@ def make(
     repairer = Repairer(mounter, store, probe, locks, str(root), mount_timeout,
                         health_timeout=health_timeout)
     return NodeService(config, mounter, store, probe, locks, repairer)
-
-
-async def eventually(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
-    """Wait until `predicate()` holds; fail after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {seconds:g} s")
-        await asyncio.sleep(0.01)
 
 
 def mount_cap(*flags: str, mode: int = MODE) -> Cap:
@@ -407,7 +398,7 @@ async def test_a_dead_client_is_abnormal_and_unpublish_unstage_still_clean_up(ro
             csi_pb2.NodeExpandVolumeRequest(volume_id="vol-id-1", volume_path=rw), Ctx()
         )
     fake.release_mounts()
-    await eventually(lambda: len(fake.clients) == 1)
+    await until(lambda: len(fake.clients) == 1, "one client, mounted again", 5, 0.01)
     for target in (rw, ro):
         await unpublish(service, target)
     await unstage(service, root)
@@ -430,7 +421,7 @@ async def test_a_hung_mount_answers_promptly_with_one_probe_in_flight(root, fake
     await unstage(service, root)
     assert fake.mounts() == []
     # Unmounting let the hung call return.
-    await eventually(lambda: service.probe.in_flight() == 0)
+    await until(lambda: service.probe.in_flight() == 0, "the hung probe returned", 5, 0.01)
 
 
 async def test_restaging_a_staged_path_under_another_volume_id_is_already_exists(root, fake):

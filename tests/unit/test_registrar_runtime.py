@@ -29,6 +29,7 @@ from services.registrar.driver import NoAnswer, driver_name, wait_for_driver
 from services.registrar.health import HealthState, check, registration_name
 from services.registrar.listener import RegistrationSocket, _bind_listening
 from services.registrar.service import RegistrationService
+from tests.support.conditions import until
 
 DRIVER = "glusterfs.heketi.csi.io"
 
@@ -95,14 +96,6 @@ def looks_at_the_socket(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return looks
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout:g} s")
-        await asyncio.sleep(0.01)
-
-
 async def test_driver_name_comes_from_get_plugin_info(identity: Identity) -> None:
     assert await driver_name(identity.path, 1.0) == DRIVER
 
@@ -114,7 +107,8 @@ async def test_waits_for_a_driver_that_starts_later(
     stop = asyncio.Event()
     looks = looks_at_the_socket(monkeypatch)
     waiting = asyncio.create_task(wait_for_driver(plugin.path, 10.0, stop))
-    await until(lambda: len(looks) >= 3)  # it found no socket, and looked again, and again
+    await until(lambda: len(looks) >= 3, "no socket found, and looked for again, and again",
+                5, 0.01)
     assert not waiting.done()
     started = time.monotonic()
     await plugin.start()
@@ -151,7 +145,7 @@ async def test_stop_ends_the_wait_without_error(
     stop = asyncio.Event()
     looks = looks_at_the_socket(monkeypatch)
     waiting = asyncio.create_task(wait_for_driver(sockdir / "x.sock", 30.0, stop))
-    await until(lambda: len(looks) >= 1)  # it is waiting for the socket
+    await until(lambda: len(looks) >= 1, "waiting for the socket", 5, 0.01)
     assert not waiting.done()
     stop.set()
     assert await asyncio.wait_for(waiting, 1.0) is None
