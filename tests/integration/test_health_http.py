@@ -3,9 +3,7 @@ the real process, its own CSI socket, and HTTP over TCP as kubelet's livenessPro
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import time
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +17,7 @@ from devtools.localcluster.processes import (
     wait_for_path,
     wait_ready,
 )
+from tests.support.conditions import first
 from tests.support.controller_harness import start_controller
 
 STATUS_TIMEOUT = 20.0
@@ -32,15 +31,15 @@ async def get(url: str) -> tuple[int, str]:
 
 async def wait_answer(proc: ManagedProcess, url: str) -> tuple[int, str]:
     """The first answer `url` gives once the server listens (while `proc` keeps running)."""
-    deadline = time.monotonic() + STATUS_TIMEOUT
-    while True:
+    async def answer() -> tuple[int, str] | None:
         try:
             return await get(url)
         except aiohttp.ClientConnectionError:
-            if not proc.running or time.monotonic() > deadline:
-                raise AssertionError(f"{url} never answered:\n{proc.log_text()[-3000:]}"
-                                     ) from None
-            await asyncio.sleep(0.05)
+            assert proc.running, f"{url} never answered:\n{proc.log_text()[-3000:]}"
+            return None
+
+    return await first(answer, lambda: f"{url} answering\n{proc.log_text()[-3000:]}",
+                       STATUS_TIMEOUT)
 
 
 def port_closed(port: int) -> bool:

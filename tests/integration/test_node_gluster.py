@@ -22,7 +22,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from services.node import mountinfo, mountopts
 from services.node.boundary import Tree
 from services.node.mounter import gluster_clients_of
 from services.node.offloop import Lane
+from tests.support.conditions import until
 
 pytestmark = pytest.mark.gluster
 
@@ -220,13 +221,9 @@ def clients_of(path: str) -> list[int]:
     return gluster_clients_of(path)
 
 
-async def wait_for(predicate, seconds: float, step: float = 0.1) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(predicate):
-            return True
-        await asyncio.sleep(step)
-    return False
+def off_loop(predicate: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    """`predicate` run in a thread: it reads /proc or a FUSE mount, which may block."""
+    return lambda: asyncio.to_thread(predicate)
 
 
 # ---- tests ---------------------------------------------------------------------------------
@@ -277,7 +274,7 @@ async def test_stage_publish_write_reaches_the_brick_and_unstage_leaves_nothing(
     assert not Path(target).exists()
     assert Path(staging).is_dir()  # the CO's directory stays
     assert list((node.root / "plugins" / "glusterfs.heketi.csi.io" / "state").iterdir()) == []
-    assert await wait_for(lambda: not clients_of(staging), 10)
+    await until(off_loop(lambda: not clients_of(staging)), "no client left", 10, 0.1)
     # The data stays on the volume.
     assert (node.brick(volume) / "hello.txt").read_bytes() == data
 
@@ -376,8 +373,9 @@ async def test_a_killed_client_is_replaced_at_once_and_teardown_leaves_nothing(
     os.kill(pids[0], signal.SIGKILL)
     started = time.monotonic()
 
-    assert await wait_for(lambda: bool(clients_of(staging)) and clients_of(staging) != pids, 5)
-    assert await wait_for(lambda: _answers(target), 5)
+    await until(off_loop(lambda: bool(clients_of(staging)) and clients_of(staging) != pids),
+                "another client", 5, 0.1)
+    await until(off_loop(lambda: _answers(target)), "the target answering", 5, 0.1)
     print(f"client replaced and target answering after {time.monotonic() - started:.2f} s")
     stats = await node.stats(volume, target)
     assert not stats.volume_condition.abnormal
@@ -416,9 +414,8 @@ async def test_hung_mount_stats_answer_promptly(node: Node, tmp_path: Path) -> N
             )
         )
         try:
-            assert await wait_for(
-                lambda: mountinfo.mount_at(mountinfo.read(), target) is not None, 10
-            )
+            await until(off_loop(lambda: mountinfo.mount_at(mountinfo.read(), target) is not None),
+                        "the hung mount in the mount table", 10, 0.1)
             for _ in range(3):  # kubelet polls again: each answer is prompt
                 started = time.monotonic()
                 stats = await node.stats("x", target)
@@ -557,7 +554,7 @@ async def kill_client(staging: str) -> None:
     assert len(pids) == 1, pids
     os.kill(pids[0], signal.SIGKILL)
     # (A running node replaces it at once: wait for this one to be gone, not for none.)
-    assert await wait_for(lambda: pids[0] not in clients_of(staging), 5)
+    await until(off_loop(lambda: pids[0] not in clients_of(staging)), "the client gone", 5, 0.1)
 
 
 def readable(path: str, name: str, expected: str) -> bool:
@@ -585,10 +582,9 @@ async def staged_with_targets(node: Node) -> tuple[str, str, str, str]:
 
 async def assert_repaired(node: Node, volume: str, staging: str, rw: str, ro: str) -> None:
     # Reads and writes work again through the original target paths ...
-    assert await wait_for(lambda: readable(rw, "before.txt", "before"), 15, 0.2), (
-        node.proc.log_text()[-3000:]
-    )
-    assert await wait_for(lambda: readable(ro, "before.txt", "before"), 5, 0.2)
+    await until(off_loop(lambda: readable(rw, "before.txt", "before")),
+                lambda: f"{rw} readable\n{node.proc.log_text()[-3000:]}", 15, 0.2)
+    await until(off_loop(lambda: readable(ro, "before.txt", "before")), f"{ro} readable", 5, 0.2)
     await asyncio.to_thread(Path(rw, "after.txt").write_text, "after")
     assert (node.brick(volume) / "after.txt").read_text() == "after"
     assert await asyncio.to_thread(readable, ro, "after.txt", "after")

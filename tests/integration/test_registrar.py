@@ -3,7 +3,6 @@ simulator) on real unix sockets in a temporary directory, /healthz over TCP."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import signal
@@ -11,7 +10,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from devtools.kubelet_sim import KubeletSimulator
 from devtools.localcluster.processes import HEKETI_CSI, ManagedProcess
 from services.common.config import DEFAULT_DRIVER_NAME as DRIVER
 from services.registrar.driver import NoAnswer, driver_name
+from tests.support.conditions import first, until
 
 NODE_ID = "node-reg-1"
 
@@ -64,16 +64,16 @@ class Env:
             self.root / f"node-{len(self.procs)}.log",
         )
         self.procs.append(await proc.start())
-        deadline = time.monotonic() + 30
-        while True:
+
+        async def answers() -> bool:
             try:
                 await driver_name(self.csi, 1.0)
-                return
+                return True
             except NoAnswer:
-                if time.monotonic() > deadline or not proc.running:
-                    raise AssertionError(f"node plugin not up:\n{proc.log_text()[-3000:]}"
-                                         ) from None
-                await asyncio.sleep(0.05)
+                assert proc.running, f"node plugin not up:\n{proc.log_text()[-3000:]}"
+                return False
+
+        await until(answers, logged("the node plugin answering GetPluginInfo", proc), 30)
 
     async def stop_node(self) -> None:
         """Stop the node plugin the way a pod deletion does: SIGTERM."""
@@ -131,13 +131,11 @@ def sim_events(proc: ManagedProcess) -> list[dict[str, Any]]:
     return events
 
 
-async def until(predicate: Any, timeout: float, what: str, *logs: ManagedProcess) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            text = "\n".join(f"--- {p.name}:\n{p.log_text()[-3000:]}" for p in logs)
-            raise AssertionError(f"{what} not within {timeout} s\n{text}")
-        await asyncio.sleep(0.05)
+def logged(what: str, *logs: ManagedProcess) -> Callable[[], str]:
+    """`what`, followed (when a wait fails) by the tails of the processes' logs."""
+    def text() -> str:
+        return "\n".join([what, *(f"--- {p.name}:\n{p.log_text()[-3000:]}" for p in logs)])
+    return text
 
 
 def count(proc: ManagedProcess, kind: str) -> int:
@@ -145,22 +143,24 @@ def count(proc: ManagedProcess, kind: str) -> int:
 
 
 async def wait_health(env: Env, status: int, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        got, text = await env.get("/healthz")
-        if got == status:
-            return text
-        if time.monotonic() > deadline:
-            raise AssertionError(f"/healthz is {got} {text!r}, wanted {status}")
-        await asyncio.sleep(0.05)
+    """The text of the first /healthz answer with `status`."""
+    answers: list[tuple[int, str]] = []
+
+    async def answer() -> tuple[int, str] | None:
+        answers.append(await env.get("/healthz"))
+        return answers[-1] if answers[-1][0] == status else None
+
+    _, text = await first(answer, lambda: f"/healthz is {answers[-1][0]} {answers[-1][1]!r}, "
+                                          f"wanted {status}", timeout)
+    return text
 
 
 async def test_registers_with_kubelet_is_healthy_and_sigterm_leaves_no_socket(env: Env) -> None:
     await env.start_node()
     kubelet = await env.kubelet().start()
     registrar = await env.registrar().start()
-    await until(lambda: count(kubelet, "registered") == 1, 15, "registration",
-                registrar, kubelet)
+    await until(lambda: count(kubelet, "registered") == 1,
+                logged("registration", registrar, kubelet), 15)
     [event] = [e for e in sim_events(kubelet) if e["kind"] == "registered"]
     assert event == {"kind": "registered", "driver": DRIVER, "node_id": NODE_ID,
                      "socket": str(env.reg_sock)}
@@ -174,7 +174,8 @@ async def test_registers_with_kubelet_is_healthy_and_sigterm_leaves_no_socket(en
 
     assert await registrar.stop() == 0
     assert not env.reg_sock.exists()
-    await until(lambda: count(kubelet, "deregistered") == 1, 5, "deregistration", kubelet)
+    await until(lambda: count(kubelet, "deregistered") == 1,
+                logged("deregistration", kubelet), 5)
     assert count(kubelet, "notify_failed") == 0
     assert await kubelet.stop() == 0
 
@@ -182,8 +183,8 @@ async def test_registers_with_kubelet_is_healthy_and_sigterm_leaves_no_socket(en
 async def test_registrar_started_first_waits_for_the_node_plugin(env: Env) -> None:
     registrar = await env.registrar().start()
     async with KubeletSimulator(env.reg_dir) as sim:
-        await until(lambda: "waiting for the CSI driver" in registrar.log_text(), 10,
-                    "a log line saying what the registrar waits for", registrar)
+        await until(lambda: "waiting for the CSI driver" in registrar.log_text(),
+                logged("a log line saying what the registrar waits for", registrar), 10)
         # While it waits it serves /healthz, answering that it has no registration socket.
         text = await wait_health(env, 404)
         assert "not created yet" in text
@@ -211,14 +212,14 @@ async def test_deleted_socket_is_recreated_and_registered_again(env: Env) -> Non
     await env.start_node()
     kubelet = await env.kubelet().start()
     registrar = await env.registrar("--socket-check-interval", "1.5").start()
-    await until(lambda: count(kubelet, "registered") == 1, 15, "registration",
-                registrar, kubelet)
+    await until(lambda: count(kubelet, "registered") == 1,
+                logged("registration", registrar, kubelet), 15)
     before = env.reg_sock.stat()
     env.reg_sock.unlink()
     status, text = await env.get("/healthz")
     assert status == 404 and "missing" in text
-    await until(lambda: count(kubelet, "registered") == 2, 10, "re-registration",
-                registrar, kubelet)
+    await until(lambda: count(kubelet, "registered") == 2,
+                logged("re-registration", registrar, kubelet), 10)
     assert count(kubelet, "deregistered") == 1
     after = env.reg_sock.stat()
     assert (after.st_ino, after.st_mtime_ns) != (before.st_ino, before.st_mtime_ns)
@@ -262,8 +263,8 @@ async def test_a_driver_with_another_name_is_refused(env: Env) -> None:
 
 async def test_sigterm_while_waiting_exits_0(env: Env) -> None:
     registrar = await env.registrar().start()
-    await until(lambda: "waiting for the CSI driver" in registrar.log_text(), 10,
-                "waiting", registrar)
+    await until(lambda: "waiting for the CSI driver" in registrar.log_text(),
+                logged("waiting", registrar), 10)
     started = time.monotonic()
     assert await registrar.stop(sig=signal.SIGTERM) == 0
     assert time.monotonic() - started < 2

@@ -18,6 +18,7 @@ from services.common.proto import csi_grpc, csi_pb2
 from services.common.rpc import RpcContext, servable
 from services.common.server import run_grpc_server
 from services.common.version import package_version
+from tests.support.conditions import until
 
 
 def controller(tmp_path: Path, sock: Path, *extra: str, name: str = "controller") -> ManagedProcess:
@@ -100,14 +101,6 @@ class _SlowIdentity:
         return csi_pb2.GetPluginInfoResponse(name="slow", vendor_version="1")
 
 
-async def wait_gone(path: Path, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while await asyncio.to_thread(path.exists):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{path} still exists after {timeout:g} s")
-        await asyncio.sleep(0.01)
-
-
 async def test_in_flight_call_finishes_after_stop_and_socket_is_removed(tmp_path):
     sock = tmp_path / "drain.sock"
     impl = _SlowIdentity()
@@ -121,7 +114,11 @@ async def test_in_flight_call_finishes_after_stop_and_socket_is_removed(tmp_path
             csi_grpc.IdentityStub(channel).GetPluginInfo(csi_pb2.GetPluginInfoRequest()))
         await impl.entered.wait()
         stop.set()
-        await wait_gone(sock)  # the server is shutting down: no new connections ...
+
+        async def gone() -> bool:
+            return not await asyncio.to_thread(sock.exists)
+
+        await until(gone, f"{sock} removed", 5, 0.01)  # shutting down: no new connections ...
         assert not call.done() and not server.done()  # ... while the call is still running
         impl.release.set()
         reply = await call
