@@ -19,7 +19,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -41,6 +40,7 @@ from services.controller.ids import Kind, adoption_mark, make_ref
 from services.controller.pv_annotator import GID_ANNOTATION, PvGidAnnotator
 from services.migrate import journal
 from services.migrate.report import BLOCKED, OK, USAGE, WAITING
+from tests.support.conditions import until
 from tests.support.intree import (
     DRIVER,
     IN_TREE_CLASS,
@@ -82,20 +82,19 @@ def _wait_http(url: str, what: str, proc: subprocess.Popen[bytes], log: Path,
     context.verify_mode = ssl.CERT_NONE
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"}
                                      if token else {})
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def ready() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited: {log.read_text()[-2000:]}")
         try:
             with urllib.request.urlopen(request, timeout=2, context=context) as answer:
                 body = answer.read()
-            if body.strip() == b"ok" or b'"health":"true"' in body:
-                return
         except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not ready after {timeout} s: {log.read_text()[-2000:]}")
-        time.sleep(0.3)
+            return False
+        return body.strip() == b"ok" or b'"health":"true"' in body
+
+    # A loop of its own (this runs in a synchronous fixture); nothing else runs in it.
+    asyncio.run(until(ready, lambda: f"{what} ready: {log.read_text()[-2000:]}", timeout, 0.3))
 
 
 @contextlib.contextmanager
@@ -479,7 +478,7 @@ async def test_the_controller_annotates_gids_and_marks_migrated_pvs_used(
             pv = await rig.pv(plain)
             return bool((pv.metadata.annotations or {}).get(GID_ANNOTATION) == "40123")
 
-        await wait(gid_annotated, "the GID annotation")
+        await until(gid_annotated, "the GID annotation", 30, 0.2)
         new_pv = f"{moved.pv}-csi"
         await rig.storage.create_volume_attachment({
             "apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
@@ -491,7 +490,7 @@ async def test_the_controller_annotates_gids_and_marks_migrated_pvs_used(
             pv = await rig.pv(new_pv)
             return pv_annotations.USED_AT in (pv.metadata.annotations or {})
 
-        await wait(marked, "the used-at mark")
+        await until(marked, "the used-at mark", 30, 0.2)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -499,11 +498,3 @@ async def test_the_controller_annotates_gids_and_marks_migrated_pvs_used(
         await rig.storage.delete_volume_attachment(f"csi-{rig.namespace}"[:60])
     code, out = await rig.migrate("rollback", "--pvc", f"{rig.namespace}/used-later")
     assert code == BLOCKED and "a pod used the claim since the move" in out, out
-
-
-async def wait(probe: Any, what: str, timeout: float = 30) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await probe():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)

@@ -5,7 +5,6 @@ The API server still accepts all of it, even where no plugin can mount it any mo
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from services.controller.heketi import (
     VolumeCreateRequest,
     VolumeInfo,
 )
+from tests.support.conditions import first
 
 DRIVER = "glusterfs.heketi.csi.io"
 IN_TREE_CLASS = "glusterfs-intree"
@@ -46,15 +46,12 @@ async def heketi_volume(heketi: HeketiClient, *, gid: int, size_gib: int = 1,
 
 
 async def wait_bound(core: Any, namespace: str, claim: str, timeout: float = 60) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+    """The claim, once it is bound."""
+    async def bound() -> Any:
         pvc = await core.read_namespaced_persistent_volume_claim(claim, namespace)
-        if pvc.status.phase == "Bound":
-            return pvc
-        if loop.time() > deadline:
-            raise AssertionError(f"claim {namespace}/{claim} did not bind in {timeout} s")
-        await asyncio.sleep(0.2)
+        return pvc if pvc.status.phase == "Bound" else None
+
+    return await first(bound, f"claim {namespace}/{claim} bound", timeout, 0.2)
 
 
 async def make_in_tree_claim(core: Any, heketi: HeketiClient, namespace: str, claim: str, *,
