@@ -713,6 +713,9 @@ def up(skip_build: bool = False) -> dict[str, float]:
     ensure_bridge()
     ensure_iptables()
     ph.done("host")
+    from devtools.k8s import storage_pool  # it uses this module's helpers
+    storage_pool.up()
+    ph.done("gluster pool")
     start_registry()
     ph.done("registry")
     start_containerd()
@@ -884,6 +887,8 @@ def down() -> list[str]:
             and not host.mount_points_under([hp])
         ):
             shutil.rmtree(hp, ignore_errors=True)
+    from devtools.k8s import storage_pool  # it uses this module's helpers
+    left += storage_pool.down()
     for cmd in ("iptables", "ip6tables"):
         left += _delete_chains(cmd)
     if Path(f"/sys/class/net/{BRIDGE}").exists():

@@ -43,6 +43,11 @@ REGISTRY_HOST = "127.0.0.1"
 REGISTRY_PORT = 23850
 REGISTRY = f"{REGISTRY_HOST}:{REGISTRY_PORT}"
 NODE_LABELS = {"storagenode": "glusterfs"}
+# The cluster's GlusterFS pool (storage_pool.py; devtools/gluster_pool): three servers the
+# Heketi simulator's pod makes volumes on (k8s/local names it) and the node plugin mounts.
+POOL_NAME = "k8spool"
+POOL_SUBNET = "10.231.40"
+POOL_SERVERS = 3
 
 
 def cache_root() -> Path:

@@ -1129,6 +1129,39 @@ def test_local_overlay_fits_the_local_cluster() -> None:
     assert {obj_id(o) for o in objects} == {obj_id(o) for o in build(K8S / "e2e")}
 
 
+def test_local_overlay_runs_the_simulator_on_the_clusters_gluster_pool() -> None:
+    """k8s/local: the simulator in pool mode on the pool `devtools.k8s up` starts (same
+    name), with the pool's directory at the same path as on the host (its state file names
+    the servers' PIDs and brick images there), the host's PIDs and /dev (loop devices made
+    after the pod started), no host glusterd; replica 3 classes and brick health on."""
+    from devtools.gluster_pool.state import DEFAULT_ROOT
+    from devtools.k8s.config import POOL_NAME
+
+    objects = build(K8S / "local")
+    deployment = one(objects, "Deployment", "heketi-sim")
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["hostNetwork"] is True and spec["hostPID"] is True
+    container = _by_name(spec["containers"])["heketi-sim"]
+    assert container["securityContext"]["privileged"] is True
+    args = container["args"]
+    assert flag_value(args, "--gluster-pool") == POOL_NAME
+    assert "--glusterd" not in args and flag_value(args, "--brick-root") is None
+    volumes = _by_name(spec["volumes"])
+    pool_dir = _mount_for(container, str(DEFAULT_ROOT))
+    assert pool_dir is not None and pool_dir["mountPath"] == str(DEFAULT_ROOT)
+    assert volumes[pool_dir["name"]]["hostPath"]["path"] == str(DEFAULT_ROOT)
+    dev = _mount_for(container, "/dev")
+    assert dev is not None and volumes[dev["name"]]["hostPath"]["path"] == "/dev"
+    assert not any(v.get("hostPath", {}).get("path") == "/run/glusterd.socket"
+                   for v in volumes.values())
+    assert one(objects, "StorageClass", "glusterfs-csi")["parameters"]["volumetype"] == \
+        "replicate:3"
+    controller = one(objects, "StatefulSet", "heketi-csi-controller")
+    plugin = _by_name(controller["spec"]["template"]["spec"]["containers"])[
+        "heketi-csi-controller"]
+    assert flag_value(plugin["args"], "--brick-health-timeout") == "1"
+
+
 def test_e2e_simulator_flags_exist_in_its_help() -> None:
     flags = help_flags("devtools.heketi_sim")
     used = set(flags_of(_simulator_container()["args"]))
