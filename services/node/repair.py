@@ -253,6 +253,13 @@ class Repairer:
         except Hung:
             return []
 
+    async def follow(self, staging_path: str) -> None:
+        """Follow the clients of a mount just made at `staging_path`, and learn where its
+        bricks are (its `.meta`, while it answers), so that a health answer after the client
+        lost them names their servers, not only its translators."""
+        await self.watch.follow(staging_path)
+        await self.bricks.view(staging_path)
+
     def forget(self, staging_path: str) -> None:
         """Stop following the clients of `staging_path` (it is being unstaged)."""
         self.watch.forget(staging_path)
@@ -356,7 +363,7 @@ class Repairer:
                 group,
             )
             times.append(loop.time())
-        await self.watch.follow(record.staging_path)
+        await self.follow(record.staging_path)
         times.append(loop.time())
         _log.info("re-mounted a staging mount", staging_path=record.staging_path,
                   **{f"{step}_ms": round((b - a) * 1000) for step, a, b in zip(

@@ -301,7 +301,7 @@ class NodeService:
                     plan.source, place, plan.options, record.log_file, self.config.mount_timeout,
                     group,
                 )
-                await self.repairer.watch.follow(staging)
+                await self.repairer.follow(staging)
                 ctx.log.info("staged", source=plan.source, staging_path=staging)
                 if record.targets:
                     # Targets recorded from an earlier mount of this path (e.g. a repair that
@@ -340,7 +340,7 @@ class NodeService:
         if await self.repairer.repair(known) is None:
             ctx.log.info("already staged", staging_path=record.staging_path)
         if not self.repairer.watch.pids(record.staging_path):
-            await self.repairer.watch.follow(record.staging_path)
+            await self.repairer.follow(record.staging_path)
 
     async def NodeUnstageVolume(
         self, request: csi_pb2.NodeUnstageVolumeRequest, ctx: RpcContext
