@@ -1146,6 +1146,7 @@ def test_local_overlay_runs_the_simulator_on_the_clusters_gluster_pool() -> None
     args = container["args"]
     assert flag_value(args, "--gluster-pool") == POOL_NAME
     assert "--glusterd" not in args and flag_value(args, "--brick-root") is None
+    assert flag_value(args, "--op-latency") == "2"  # plus the ~4 s its real bricks take
     volumes = _by_name(spec["volumes"])
     pool_dir = _mount_for(container, str(DEFAULT_ROOT))
     assert pool_dir is not None and pool_dir["mountPath"] == str(DEFAULT_ROOT)
