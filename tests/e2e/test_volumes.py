@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from devtools import glusterd
 from services.controller.heketi.client import HeketiClient
 from tests.e2e.conftest import Cluster, heketi_id
 from tests.e2e.kube import (
@@ -26,6 +25,7 @@ from tests.e2e.kube import (
     wait_for,
     wait_gone,
 )
+from tests.e2e.pool import need_pool, read_bricks
 
 pytestmark = pytest.mark.e2e
 
@@ -51,14 +51,14 @@ async def test_two_pods_share_a_rwx_volume_and_a_read_only_mount_cannot_write(
     # A second pod on the same claim, while the first still has it mounted, reads it.
     assert await read_file(kube, namespace, "shared", "token") == token
 
-    # The data is on the gluster bricks (the node is this machine, and so is glusterd).
+    # The data is on the three bricks, one on each server of the local cluster's pool.
     if cluster.local:
         info = await heketi.volume_info(heketi_id(pv.spec.csi.volume_handle))
         gluster_volume = info.mount.device.partition(":")[2]
-        on_bricks = [p / "token" for p in await glusterd.brick_paths(gluster_volume)]
-        assert on_bricks and all(
-            p.is_file() and p.read_text().strip() == token for p in on_bricks), \
-            f"{token} is not on every brick of {gluster_volume}: {[str(b) for b in on_bricks]}"
+        on_bricks = await read_bricks(need_pool(cluster), gluster_volume, "token")
+        assert sorted(on_bricks) == [1, 2, 3], f"bricks of {gluster_volume}: {on_bricks}"
+        assert all(b.decode().strip() == token for b in on_bricks.values()), \
+            f"{token} is not on every brick of {gluster_volume}: {on_bricks}"
 
     # Mounted read-only, the volume can be read and not written.
     phase, log = await run_pod(kube, namespace, busybox_pod(
