@@ -40,7 +40,7 @@ check: test-setup ## Lint and the fast suite (unit, integration, csi-sanity, fuz
 	$(PY) tools/fast_suite.py
 
 .PHONY: test-pool
-test-pool: test-setup ## The GlusterFS pool's slow fault tests (partition, power-off, two servers down, the node's view of them; ~4 min)
+test-pool: test-setup ## The GlusterFS pool's slow fault tests (partition, power-off, two servers down, the node's view of them; ~3 min)
 	$(PHASE) "the gluster pool's fault tests"
 	$(PY) -m pytest -ra -m pool_faults tests/integration/test_gluster_pool.py \
 		tests/integration/test_node_on_pool.py
