@@ -26,6 +26,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from services.common.commands import run_command
 from services.controller.heketi import HeketiClient, HeketiNotFound, VolumeInfo
+from services.controller.params import parse_durability
 from tests.e2e.conftest import Cluster
 from tests.e2e.kube import (
     DRIVER_NAMESPACE,
@@ -77,13 +78,19 @@ class Migrate:
 
     async def in_tree(self, claim: str, data: str, **kw: Any) -> InTree:
         """An in-tree claim whose volume holds `before.txt` = data (written through a FUSE
-        mount on this host: no plugin in this cluster can mount an in-tree PV)."""
+        mount on this host: no plugin in this cluster can mount an in-tree PV); its
+        Endpoints are the volume's servers, as the in-tree provisioner made them."""
+        # made as the in-tree provisioner made it: of the class's durability (a restore of
+        # its snapshot must keep the class's settings)
+        cls = await self.kube.storage.read_storage_class(STORAGE_CLASS)
         info = await heketi_volume(self.heketi, gid=next(GIDS), namespace=self.namespace,
-                                   claim=claim, prefix=kw.pop("prefix", None))
+                                   claim=claim, prefix=kw.pop("prefix", None),
+                                   durability=parse_durability(cls.parameters["volumetype"]))
         self.made.append(info.id)
         await write_on_volume(info, "before.txt", data)
         return await make_in_tree_claim(self.kube.core, self.heketi, self.namespace, claim,
-                                        gid=info.gid, hosts=["10.244.0.1"], volume=info, **kw)
+                                        gid=info.gid, hosts=list(info.mount.hosts), volume=info,
+                                        **kw)
 
     async def heketi_has(self, heketi_id: str) -> bool:
         try:
