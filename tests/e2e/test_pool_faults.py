@@ -5,7 +5,7 @@ The local cluster's volumes are replica 3 across the three servers of its gluste
 while a pod writes to a volume of the class with the options operators run (client and
 server quorum, network.ping-timeout 10: k8s/examples/classes/storageclass-replica3.yaml)
 and checks what the pod, Kubernetes, the driver and the bricks show. The writer appends a
-counter every 100 ms, each write fsync'ed, and logs each attempt with its start and end.
+counter every 100 ms, each write fsync'ed, and logs each attempt with its start and length.
 
 A test that fails leaves the pool wholly up again (the servers it took down are started or
 restored in `finally`), so the tests after it find three servers.

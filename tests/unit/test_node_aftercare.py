@@ -10,9 +10,9 @@ from devtools.fake_mounter import FakeMounter
 from services.node.aftercare import Aftercare, pod_of_target
 from services.node.pods import PodsUnavailable, PodView, view_of
 from services.node.service import NodeService
+from tests.support.conditions import until
 from tests.unit.test_node_service import (
     Ctx,
-    eventually,
     make,
     publish,
     stage_request,
@@ -76,7 +76,8 @@ async def published_to(service: NodeService, root: Path, *pods: str) -> tuple[st
 async def repaired(service: NodeService, fake: FakeMounter, staging: str,
                    pods: FakePods, events: int) -> None:
     fake.kill_client(staging)
-    await eventually(lambda: len(pods.events) >= events and len(fake.clients) == 1)
+    await until(lambda: len(pods.events) >= events and len(fake.clients) == 1,
+                "the event and one client", 5, 0.01)
 
 
 async def test_a_pod_that_receives_mounts_has_its_data_back(root, fake):
@@ -159,7 +160,7 @@ async def test_without_an_answer_from_the_api_the_volume_is_called_stale(root, f
     service = with_pods(root, fake, pods)
     staging, [target] = await published_to(service, root, "f")
     fake.kill_client(staging)
-    await eventually(lambda: bool(service.store.get(staging).stale))  # type: ignore[union-attr]
+    await until(lambda: bool(service.store.get(staging).stale), "the record marked stale", 5, 0.01)  # type: ignore[union-attr]
 
     condition = (await stats(service, target)).volume_condition
     assert condition.abnormal and "could not read the pod: HTTP 403" in condition.message

@@ -31,9 +31,9 @@ from services.node.mountinfo import Mount
 from services.node.repair import Repairer
 from services.node.service import NodeConfig, NodeService
 from services.node.state import StageRecord, StateStore
+from tests.support.conditions import until
 from tests.unit.test_node_service import (
     Ctx,
-    eventually,
     publish,
     stage_request,
     target_path,
@@ -336,7 +336,8 @@ async def test_a_restart_between_calls_adopts_the_clients_it_finds(tmp_path: Pat
     await publish(second, root, target)
     assert [c.pid for c in machine.clients] == pids and machine.started == 1
     machine.kill_client(staging)  # the adopted client is followed: a repair follows at once
-    await eventually(lambda: machine.started == 2 and len(machine.clients) == 1)
+    await until(lambda: machine.started == 2 and len(machine.clients) == 1,
+                "the client started again, one client", 5, 0.01)
     await tear_down(second, root, [target])
     await assert_nothing_left(root, machine)
 

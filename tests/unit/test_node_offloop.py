@@ -9,7 +9,7 @@ import time
 import pytest
 
 from services.node.offloop import Hung, Lane
-from tests.unit.test_node_service import eventually
+from tests.support.conditions import until
 
 
 class Blocker:
@@ -43,7 +43,7 @@ async def test_a_hung_call_answers_hung_at_its_deadline_and_keeps_its_key():
         assert await lane.run("/q", lambda: "fine", 1) == "fine"
     finally:
         hang.release.set()
-    await eventually(lambda: lane.in_flight() == 0)
+    await until(lambda: lane.in_flight() == 0, "no call in flight", 5, 0.01)
     assert await lane.run("/p", lambda: "again", 1) == "again"
 
 
@@ -51,7 +51,7 @@ async def test_a_second_call_on_a_key_waits_for_the_first_to_end():
     lane = Lane("test", 4)
     hang = Blocker()
     first = asyncio.create_task(lane.run("/p", hang, 5))
-    await eventually(lambda: hang.started == 1)
+    await until(lambda: hang.started == 1, "the call started", 5, 0.01)
     second = asyncio.create_task(lane.run("/p", lambda: "second", 5))
     await asyncio.sleep(0)
     assert not second.done() and lane.in_flight() == 1
@@ -78,7 +78,7 @@ async def test_a_full_lane_answers_hung_instead_of_queueing_threads():
         assert sorted(lane_threads) == ["test:/a", "test:/b"]
     finally:
         hang.release.set()
-    await eventually(lambda: lane.in_flight() == 0)
+    await until(lambda: lane.in_flight() == 0, "no call in flight", 5, 0.01)
     assert await lane.run("/c", lambda: "now", 1) == "now"
 
 
@@ -86,7 +86,7 @@ async def test_a_call_waiting_for_a_thread_gets_one_when_a_call_ends():
     lane = Lane("test", 1)
     hang = Blocker()
     first = asyncio.create_task(lane.run("/a", hang, 5))
-    await eventually(lambda: hang.started == 1)
+    await until(lambda: hang.started == 1, "the call started", 5, 0.01)
     second = asyncio.create_task(lane.run("/b", lambda: "b", 5))
     await asyncio.sleep(0)
     assert not second.done()
@@ -101,7 +101,7 @@ async def test_a_result_nobody_waits_for_is_discarded():
     with pytest.raises(Hung):
         await lane.run("/a", hang, 0.1, discard=discarded.append)
     hang.release.set()
-    await eventually(lambda: discarded == ["done"])
+    await until(lambda: discarded == ["done"], "the late result discarded", 5, 0.01)
 
 
 async def test_errors_reach_the_caller():
